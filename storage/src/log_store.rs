@@ -1,0 +1,202 @@
+//! The Raft log and vote on sled.
+//!
+//! Every append and every vote is acknowledged to openraft only after sled
+//! has flushed it to disk. One flush covers a whole batch of entries, which
+//! is the group commit.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader, Vote};
+
+use crate::codec::{decode, encode};
+use crate::error::{raft_io_error, StoreError};
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const PURGED: &[u8] = b"purged";
+
+/// The log store handed to openraft (also its own log reader).
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn logs_err(verb: ErrorVerb, e: impl Into<StoreError>) -> StorageError {
+    raft_io_error(ErrorSubject::Logs, verb, e.into())
+}
+
+fn vote_err(verb: ErrorVerb, e: impl Into<StoreError>) -> StorageError {
+    raft_io_error(ErrorSubject::Vote, verb, e.into())
+}
+
+impl LogStore {
+    /// Opens the log in `db`.
+    pub fn open(db: sled::Db) -> Result<Self, StoreError> {
+        Ok(Self {
+            log: db.open_tree("log")?,
+            meta: db.open_tree("raft")?,
+            db,
+        })
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.meta.get(key)? {
+            Some(b) => Ok(Some(decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn last_entry_log_id(&self) -> Result<Option<LogId>, StoreError> {
+        match self.log.last()? {
+            Some((_, v)) => Ok(Some(decode::<Entry>(&v)?.log_id)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let iter = match range.end_bound() {
+            Bound::Included(&i) => self.log.range(index_key(start)..=index_key(i)),
+            Bound::Excluded(&i) => self.log.range(index_key(start)..index_key(i)),
+            Bound::Unbounded => self.log.range(index_key(start)..),
+        };
+        let mut entries = Vec::new();
+        for item in iter {
+            let (_, v) = item.map_err(|e| logs_err(ErrorVerb::Read, e))?;
+            entries.push(decode::<Entry>(&v).map_err(|e| logs_err(ErrorVerb::Read, e))?);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let purged: Option<LogId> = self
+            .get_meta::<Option<LogId>>(PURGED)
+            .map_err(|e| logs_err(ErrorVerb::Read, e))?
+            .flatten();
+        let last = self
+            .last_entry_log_id()
+            .map_err(|e| logs_err(ErrorVerb::Read, e))?
+            .or(purged);
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let bytes = encode(vote).map_err(|e| vote_err(ErrorVerb::Write, e))?;
+        self.meta
+            .insert(VOTE, bytes)
+            .map_err(|e| vote_err(ErrorVerb::Write, e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| vote_err(ErrorVerb::Write, e))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.get_meta(VOTE)
+            .map_err(|e| vote_err(ErrorVerb::Read, e))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not flushed: the committed index is a hint that speeds up restart;
+        // losing it only means re-learning it from the leader.
+        let bytes = encode(&committed).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        self.meta
+            .insert(COMMITTED, bytes)
+            .map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self
+            .get_meta::<Option<LogId>>(COMMITTED)
+            .map_err(|e| logs_err(ErrorVerb::Read, e))?
+            .flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let bytes = encode(&entry).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+            batch.insert(&index_key(entry.log_id.index), bytes);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        // Acknowledge only once the entries are on disk.
+        let flushed = self
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(std::io::Error::other);
+        callback.log_io_completed(flushed);
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for key in self.log.range(index_key(log_id.index)..).keys() {
+            batch.remove(key.map_err(|e| logs_err(ErrorVerb::Delete, e))?);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| logs_err(ErrorVerb::Delete, e))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let bytes = encode(&Some(log_id)).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        self.meta
+            .insert(PURGED, bytes)
+            .map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        let mut batch = sled::Batch::default();
+        for key in self.log.range(..=index_key(log_id.index)).keys() {
+            batch.remove(key.map_err(|e| logs_err(ErrorVerb::Delete, e))?);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| logs_err(ErrorVerb::Delete, e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,449 @@
+//! The Raft state machine on sled: applies committed entries through
+//! [`crate::apply`], builds and installs snapshots, and serves local reads.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot};
+
+use crate::apply::{apply_request, read_clock};
+use crate::artifact::{ArtifactMeta, StoredContent};
+use crate::codec::{decode, encode};
+use crate::error::{raft_io_error, StoreError};
+use crate::snapshot::{read_meta, read_snapshot, sync_dir, SnapshotFile, SnapshotWriter};
+use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::view::Overlay;
+use crate::{keys, Response};
+
+/// State shared by the state machine, its snapshot builders and readers.
+struct Shared {
+    db: sled::Db,
+    state: sled::Tree,
+    snapshot_dir: PathBuf,
+    /// Serialises apply against snapshot build and install, so a snapshot is
+    /// the state at exactly one applied index.
+    gate: tokio::sync::Mutex<()>,
+    /// Last applied log index, for readers (0 before the first entry).
+    applied: AtomicU64,
+    /// The newest durable snapshot.
+    current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
+    receive_seq: AtomicU64,
+}
+
+/// The state machine handed to openraft.
+#[derive(Clone)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+/// Builds a snapshot of the state machine (handed to openraft).
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+/// Read access to the applied state, for the API.
+#[derive(Clone)]
+pub struct StateReader {
+    shared: Arc<Shared>,
+}
+
+fn sm_err(verb: ErrorVerb, e: StoreError) -> StorageError {
+    raft_io_error(ErrorSubject::StateMachine, verb, e)
+}
+
+fn snap_err(verb: ErrorVerb, e: StoreError) -> StorageError {
+    raft_io_error(ErrorSubject::Snapshot(None), verb, e)
+}
+
+fn snapshot_path(dir: &Path, meta: &SnapshotMeta) -> PathBuf {
+    let index = meta.last_log_id.map_or(0, |l| l.index);
+    dir.join(format!("snap-{index:020}.snap"))
+}
+
+impl StateMachine {
+    /// Opens the state machine in `db`, with snapshots kept in `snapshot_dir`.
+    pub fn open(db: sled::Db, snapshot_dir: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(snapshot_dir)?;
+        let state = db.open_tree("state")?;
+        let current = newest_snapshot(snapshot_dir)?;
+        let shared = Arc::new(Shared {
+            db,
+            state,
+            snapshot_dir: snapshot_dir.to_path_buf(),
+            gate: tokio::sync::Mutex::new(()),
+            applied: AtomicU64::new(0),
+            current: Mutex::new(current),
+            receive_seq: AtomicU64::new(0),
+        });
+        let applied = shared.read_applied()?;
+        shared
+            .applied
+            .store(applied.map_or(0, |l| l.index), Ordering::Release);
+        Ok(Self { shared })
+    }
+
+    /// A reader of the applied state.
+    pub fn reader(&self) -> StateReader {
+        StateReader {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Finds the newest valid snapshot in `dir`, removing leftovers of
+/// interrupted writes and receives.
+fn newest_snapshot(dir: &Path) -> Result<Option<(SnapshotMeta, PathBuf)>, StoreError> {
+    let mut names: Vec<PathBuf> = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("snap-") {
+            names.push(path);
+        } else if name.starts_with("tmp-") || name.starts_with("recv-") {
+            fs::remove_file(&path)?;
+        }
+    }
+    names.sort();
+    while let Some(path) = names.pop() {
+        match read_meta(&path) {
+            Ok(meta) => return Ok(Some((meta, path))),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring invalid snapshot")
+            }
+        }
+    }
+    Ok(None)
+}
+
+impl Shared {
+    fn read_applied(&self) -> Result<Option<LogId>, StoreError> {
+        match self.state.get(keys::APPLIED)? {
+            Some(b) => Ok(decode(&b)?),
+            None => Ok(None),
+        }
+    }
+
+    fn read_membership(&self) -> Result<StoredMembership, StoreError> {
+        match self.state.get(keys::MEMBERSHIP)? {
+            Some(b) => Ok(decode(&b)?),
+            None => Ok(StoredMembership::default()),
+        }
+    }
+
+    fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<Response>, StoreError> {
+        let mut view = Overlay::new(&self.state);
+        let mut responses = Vec::with_capacity(entries.len());
+        let mut last = None;
+        for entry in entries {
+            last = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::Noop,
+                EntryPayload::Normal(req) => apply_request(&mut view, entry.log_id.index, &req)?,
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), m);
+                    view.put(keys::MEMBERSHIP.to_vec(), encode(&stored)?);
+                    Response::Noop
+                }
+            };
+            responses.push(response);
+        }
+        let Some(last) = last else {
+            return Ok(responses);
+        };
+        view.put(keys::APPLIED.to_vec(), encode(&Some(last))?);
+        // One atomic batch: the data and the applied log id move together.
+        self.state.apply_batch(view.into_batch())?;
+        self.applied.store(last.index, Ordering::Release);
+        Ok(responses)
+    }
+
+    /// Writes the current state to a new snapshot file. The caller holds the gate.
+    fn write_snapshot(&self) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+        // The state the snapshot covers must be durable before the snapshot
+        // exists, since the log behind it may be purged right after.
+        self.db.flush()?;
+        let last = self.read_applied()?;
+        let membership = self.read_membership()?;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: membership,
+            snapshot_id: match last {
+                Some(l) => format!("{}-{}", l.leader_id.term, l.index),
+                None => "empty".into(),
+            },
+        };
+        let mut writer = SnapshotWriter::create(&self.snapshot_dir, &meta)?;
+        for item in self.state.iter() {
+            let (k, v) = item?;
+            if !k.starts_with(keys::SYS_PREFIX) {
+                writer.record(&k, &v)?;
+            }
+        }
+        let path = snapshot_path(&self.snapshot_dir, &meta);
+        writer.finish(&path)?;
+        self.set_current(meta.clone(), path.clone())?;
+        Ok((meta, path))
+    }
+
+    /// Replaces the whole state with the snapshot at `path`. The caller holds the gate.
+    fn install(&self, meta: &SnapshotMeta, path: &Path) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for key in self.state.iter().keys() {
+            batch.remove(key?);
+        }
+        let file_meta = read_snapshot(path, |k, v| {
+            batch.insert(k, v);
+            Ok(())
+        })?;
+        if file_meta.last_log_id != meta.last_log_id {
+            return Err(StoreError::Snapshot(format!(
+                "file is at {:?}, expected {:?}",
+                file_meta.last_log_id, meta.last_log_id
+            )));
+        }
+        batch.insert(keys::APPLIED, encode(&meta.last_log_id)?);
+        batch.insert(keys::MEMBERSHIP, encode(&meta.last_membership)?);
+        self.state.apply_batch(batch)?;
+        self.db.flush()?;
+        self.applied
+            .store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
+        let dest = snapshot_path(&self.snapshot_dir, meta);
+        fs::rename(path, &dest)?;
+        sync_dir(&dest)?;
+        self.set_current(meta.clone(), dest)
+    }
+
+    /// Records the newest snapshot and removes the older files.
+    fn set_current(&self, meta: SnapshotMeta, path: PathBuf) -> Result<(), StoreError> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, old)) = current.as_ref() {
+            if *old != path {
+                // An open SnapshotFile keeps the old bytes readable for a
+                // transfer still in progress.
+                fs::remove_file(old)?;
+            }
+        }
+        *current = Some((meta, path));
+        Ok(())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let s = &self.shared;
+        let applied = s.read_applied().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let membership = s
+            .read_membership()
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let _gate = self.shared.gate.lock().await;
+        self.shared
+            .apply_entries(entries)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let n = self.shared.receive_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.shared.snapshot_dir.join(format!("recv-{n}.snap"));
+        let file = SnapshotFile::create(&path).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<SnapshotFile>,
+    ) -> Result<(), StorageError> {
+        let _gate = self.shared.gate.lock().await;
+        let shared = self.shared.clone();
+        let meta = meta.clone();
+        let path = snapshot.path.clone();
+        drop(snapshot);
+        tracing::info!(snapshot = %meta.snapshot_id, "installing snapshot");
+        tokio::task::spawn_blocking(move || shared.install(&meta, &path))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, StoreError::Io(e.into())))?
+            .map_err(|e| snap_err(ErrorVerb::Write, e))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let current = self
+            .shared
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match current {
+            None => Ok(None),
+            Some((meta, path)) => {
+                let file = SnapshotFile::open(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+                Ok(Some(Snapshot {
+                    meta,
+                    snapshot: Box::new(file),
+                }))
+            }
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let _gate = self.shared.gate.lock().await;
+        let shared = self.shared.clone();
+        let (meta, path) = tokio::task::spawn_blocking(move || shared.write_snapshot())
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, StoreError::Io(e.into())))?
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
+        let file = SnapshotFile::open(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        })
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The items, in key order.
+    pub items: Vec<T>,
+    /// Where the next page starts (the last item's id), if there may be more.
+    pub next_cursor: Option<String>,
+}
+
+impl StateReader {
+    /// The last applied log index.
+    pub fn applied_index(&self) -> u64 {
+        self.shared.applied.load(Ordering::Acquire)
+    }
+
+    /// The replicated clock as last applied.
+    pub fn clock_ms(&self) -> Result<u64, StoreError> {
+        read_clock(&Overlay::new(&self.shared.state))
+    }
+
+    /// An artifact's metadata.
+    pub fn artifact(&self, id: &str) -> Result<Option<ArtifactMeta>, StoreError> {
+        match self.shared.state.get(keys::artifact(id))? {
+            Some(b) => Ok(Some(decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// An artifact's metadata together with its stored content. The two are
+    /// separate keys, so a concurrent update can slip between the reads; a
+    /// pair whose checksums differ is read again.
+    pub fn artifact_with_content(
+        &self,
+        id: &str,
+    ) -> Result<Option<(ArtifactMeta, StoredContent)>, StoreError> {
+        loop {
+            let Some(meta) = self.artifact(id)? else {
+                return Ok(None);
+            };
+            let Some(blob) = self.shared.state.get(keys::blob(id))? else {
+                continue;
+            };
+            let content: StoredContent = decode(&blob)?;
+            if content.checksum == meta.checksum && content.size == meta.size {
+                return Ok(Some((meta, content)));
+            }
+            if self.artifact(id)?.as_ref() == Some(&meta) {
+                // The pair is stable yet disagrees: the stored content is
+                // damaged; hand it out so the caller's verification reports it.
+                return Ok(Some((meta, content)));
+            }
+        }
+    }
+
+    /// Artifacts whose id starts with `prefix`, after `cursor`, at most `limit`.
+    pub fn list_artifacts(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ArtifactMeta>, StoreError> {
+        let mut items = Vec::new();
+        for item in self.scan_after(keys::ARTIFACT_PREFIX, prefix, cursor) {
+            let (_, v) = item?;
+            if items.len() == limit {
+                return Ok(page_with_more(items));
+            }
+            items.push(decode::<ArtifactMeta>(&v)?);
+        }
+        Ok(Page {
+            items,
+            next_cursor: None,
+        })
+    }
+
+    /// The artifacts of one conversation, by id, after `cursor`, at most `limit`.
+    pub fn list_conversation(
+        &self,
+        conversation_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ArtifactMeta>, StoreError> {
+        let index = keys::conversation_prefix(conversation_id);
+        let mut items = Vec::new();
+        for item in self.scan_after(&index, "", cursor) {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k[index.len()..]).into_owned();
+            if items.len() == limit {
+                return Ok(page_with_more(items));
+            }
+            // The index and the record are written in one batch; a record
+            // deleted between the two reads is simply skipped.
+            if let Some(meta) = self.artifact(&id)? {
+                items.push(meta);
+            }
+        }
+        Ok(Page {
+            items,
+            next_cursor: None,
+        })
+    }
+
+    /// Keys under `space` + `prefix`, strictly after `space` + `cursor`.
+    fn scan_after(&self, space: &[u8], prefix: &str, cursor: Option<&str>) -> sled::Iter {
+        let mut from = space.to_vec();
+        from.extend_from_slice(prefix.as_bytes());
+        let end = keys::prefix_end(&from);
+        if let Some(c) = cursor {
+            let mut after = space.to_vec();
+            after.extend_from_slice(c.as_bytes());
+            // The first key greater than the cursor itself.
+            after.push(0);
+            from = from.max(after);
+        }
+        match end {
+            Some(end) => self.shared.state.range(from..end),
+            None => self.shared.state.range(from..),
+        }
+    }
+}
+
+fn page_with_more(items: Vec<ArtifactMeta>) -> Page<ArtifactMeta> {
+    let next_cursor = items.last().map(|a| a.id.clone());
+    Page { items, next_cursor }
+}
