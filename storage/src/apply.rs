@@ -14,9 +14,9 @@ use crate::error::StoreError;
 use crate::keys;
 use crate::view::Overlay;
 
-/// How long an idempotency key remembers its first outcome, on the
-/// replicated clock.
-pub const IDEMPOTENCY_RETENTION_MS: u64 = 60 * 60 * 1000;
+/// The longest an idempotency key may remember its outcome (24 h), so that
+/// the records cannot grow without bound.
+pub const MAX_IDEMPOTENCY_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// The remembered outcome of a write that carried an idempotency key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,8 +34,8 @@ pub fn apply_request(
     let now = advance_clock(view, req.now_ms)?;
     expire_due(view, now)?;
 
-    if let Some(key) = &req.idempotency_key {
-        if let Some(bytes) = view.get(&keys::idempotency(key))? {
+    if let Some(idem) = &req.idempotency {
+        if let Some(bytes) = view.get(&keys::idempotency(&idem.key))? {
             let record: IdempotencyRecord = decode(&bytes)?;
             return Ok(record.response);
         }
@@ -81,9 +81,10 @@ pub fn apply_request(
         Command::Tick => Response::Noop,
     };
 
-    if let Some(key) = &req.idempotency_key {
-        let expires_ms = now.saturating_add(IDEMPOTENCY_RETENTION_MS);
-        let target = keys::idempotency(key);
+    if let Some(idem) = &req.idempotency {
+        let retain = idem.retain_ms.min(MAX_IDEMPOTENCY_RETENTION_MS);
+        let expires_ms = now.saturating_add(retain);
+        let target = keys::idempotency(&idem.key);
         view.put(keys::expiry(expires_ms, &target), Vec::new());
         let record = IdempotencyRecord {
             expires_ms,
@@ -204,6 +205,7 @@ fn build_artifact(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::Idempotency;
     use crate::StoredContent;
 
     fn tree() -> sled::Tree {
@@ -334,7 +336,10 @@ mod tests {
         let t = tree();
         let keyed = |now, body| Request {
             now_ms: now,
-            idempotency_key: Some("k1".into()),
+            idempotency: Some(Idempotency {
+                key: "k1".into(),
+                retain_ms: 60_000,
+            }),
             command: put("a", body, Precondition::None),
         };
         let rs = run(&t, &[(1, keyed(1000, "x")), (2, keyed(2000, "y"))]);
@@ -342,7 +347,7 @@ mod tests {
         assert_eq!(artifact(&rs[1]).version, 1);
 
         // After retention, the key is forgotten (expired on the replicated clock).
-        let later = 1000 + IDEMPOTENCY_RETENTION_MS + 1;
+        let later = 1000 + 60_000 + 1;
         let rs = run(
             &t,
             &[
@@ -374,7 +379,10 @@ mod tests {
                     i,
                     Request {
                         now_ms: 10 * i,
-                        idempotency_key: Some(format!("k{}", i % 9)),
+                        idempotency: Some(Idempotency {
+                            key: format!("k{}", i % 9),
+                            retain_ms: 200,
+                        }),
                         command: cmd,
                     },
                 )

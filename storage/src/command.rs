@@ -16,8 +16,10 @@ pub struct Request {
     /// command was proposed. Apply takes the max with the last applied time,
     /// so the replicated clock never runs backwards.
     pub now_ms: u64,
-    /// A client-chosen key that makes a retried write return the first outcome.
-    pub idempotency_key: Option<String>,
+    /// Makes a retried write return the first outcome instead of applying
+    /// twice. Clients may choose the key; otherwise the edge assigns one so
+    /// that its own retries across leader changes are safe.
+    pub idempotency: Option<Idempotency>,
     /// What to do.
     pub command: Command,
 }
@@ -27,7 +29,7 @@ impl Request {
     pub fn new(now_ms: u64, command: Command) -> Self {
         Self {
             now_ms,
-            idempotency_key: None,
+            idempotency: None,
             command,
         }
     }
@@ -37,6 +39,15 @@ impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} @{}", self.command.name(), self.now_ms)
     }
+}
+
+/// An idempotency key and how long the store remembers its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idempotency {
+    /// The key.
+    pub key: String,
+    /// How long (replicated ms) the first outcome is remembered.
+    pub retain_ms: u64,
 }
 
 /// A condition on an object's current version, checked at apply time.

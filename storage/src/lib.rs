@@ -31,7 +31,9 @@ pub mod view;
 use std::path::Path;
 
 pub use artifact::{ArtifactMeta, Corrupt, StoredContent};
-pub use command::{ArtifactFields, Command, Precondition, Rejection, Request, Response};
+pub use command::{
+    ArtifactFields, Command, Idempotency, Precondition, Rejection, Request, Response,
+};
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use snapshot::SnapshotFile;

@@ -1,0 +1,49 @@
+//! Raft timing and log-retention settings.
+
+use std::time::Duration;
+
+/// The Raft knobs a node exposes.
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    /// Leader heartbeat interval.
+    pub heartbeat: Duration,
+    /// Election timeout lower bound (the upper bound is twice this).
+    pub election_timeout: Duration,
+    /// Build a snapshot (and compact the log) after this many applied entries.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, so a briefly lagging
+    /// follower catches up from the log instead of a snapshot.
+    pub keep_behind_snapshot: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(500),
+            snapshot_every: 20_000,
+            keep_behind_snapshot: 1_000,
+        }
+    }
+}
+
+impl RaftSettings {
+    /// The openraft configuration for these settings, validated.
+    pub fn to_config(&self) -> Result<openraft::Config, openraft::ConfigError> {
+        let min = self.election_timeout.as_millis() as u64;
+        openraft::Config {
+            cluster_name: "cairn".into(),
+            heartbeat_interval: self.heartbeat.as_millis() as u64,
+            election_timeout_min: min,
+            election_timeout_max: min * 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
+            // A batch of appends is bounded in bytes by the transport, which
+            // asks for fewer entries when a batch would be too large.
+            max_payload_entries: 256,
+            install_snapshot_timeout: 30_000,
+            ..Default::default()
+        }
+        .validate()
+    }
+}

@@ -1,0 +1,69 @@
+//! What only the leader can do for a client: commit a write, and fix a read
+//! index for a linearizable read. Used by the local API when this node leads
+//! and by the peer service for requests forwarded from followers.
+
+use cairn_storage::{NodeId, Request, Response};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+
+use crate::{PeerNode, Raft};
+
+/// Why the leader-side operation did not happen here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum LeaderError {
+    /// This node does not lead; `leader` is who it believes does.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader: Option<NodeId>,
+    },
+    /// Raft cannot serve right now (no quorum, shutting down).
+    #[error("raft unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A committed write: its log index (the revision) and the state machine's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    /// Log index at which the command was applied.
+    pub index: u64,
+    /// The state machine's response.
+    pub response: Response,
+}
+
+/// Proposes `req` and waits until it is committed and applied.
+pub async fn write(raft: &Raft, req: Request) -> Result<WriteOutcome, LeaderError> {
+    match raft.client_write(req).await {
+        Ok(r) => Ok(WriteOutcome {
+            index: r.log_id.index,
+            response: r.data,
+        }),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(LeaderError::NotLeader { leader: f.leader_id })
+        }
+        Err(e) => Err(LeaderError::Unavailable(e.to_string())),
+    }
+}
+
+/// Confirms leadership with a quorum round and returns the index a
+/// linearizable read must wait for (every write acknowledged before the call
+/// is at or below it).
+pub async fn read_index(raft: &Raft) -> Result<u64, LeaderError> {
+    match raft.get_read_log_id().await {
+        Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |l| l.index)),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+            Err(LeaderError::NotLeader { leader: f.leader_id })
+        }
+        Err(e) => Err(LeaderError::Unavailable(e.to_string())),
+    }
+}
+
+/// The node record of `id` in the current membership, if it is a member.
+pub fn member(raft: &Raft, id: NodeId) -> Option<PeerNode> {
+    let metrics = raft.metrics().borrow().clone();
+    metrics
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .cloned()
+}

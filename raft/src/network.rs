@@ -1,0 +1,232 @@
+//! The client side of the peer protocol: openraft's network factory plus the
+//! calls Cairn itself makes to peers (forward a write, ask for a read index,
+//! hello). Channels are created once per address and reused; every call has
+//! a deadline.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_storage::codec::{decode, encode, CodecError};
+use cairn_storage::{NodeId, PeerNode, Request, TypeConfig};
+use openraft::error::{
+    Fatal, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::{Snapshot, Vote};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::leader::{LeaderError, WriteOutcome};
+use crate::pb::raft_peer_client::RaftPeerClient;
+use crate::pb::{Empty, NodeInfo, Payload, SnapshotChunk};
+use crate::MAX_MESSAGE_BYTES;
+
+/// Bytes of snapshot file per stream message.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// How long to wait for a TCP connection to a peer.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerCallError {
+    /// The peer answered, but as a non-leader or without quorum.
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
+    /// The call did not complete (unreachable, deadline, refused).
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::Status),
+    /// The peer's answer did not decode.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// Connections to peers, shared by Raft replication and request forwarding.
+#[derive(Clone, Default)]
+pub struct PeerNetwork {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl PeerNetwork {
+    /// A client for the peer at `addr` (`host:port`), reusing its channel.
+    pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, tonic::Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| tonic::Status::invalid_argument(format!("peer address {addr}: {e}")))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5));
+                let c = endpoint.connect_lazy();
+                channels.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(RaftPeerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// Sends a client write to the leader at `addr`.
+    pub async fn forward(&self, addr: &str, req: &Request, timeout: Duration) -> Result<WriteOutcome, PeerCallError> {
+        let payload = Payload { data: encode(req)? };
+        let reply = self.client(addr)?.forward(with_timeout(payload, timeout)).await?;
+        Ok(decode::<Result<WriteOutcome, LeaderError>>(&reply.into_inner().data)??)
+    }
+
+    /// Asks the leader at `addr` for a read index.
+    pub async fn read_index(&self, addr: &str, timeout: Duration) -> Result<u64, PeerCallError> {
+        let reply = self.client(addr)?.read_index(with_timeout(Empty {}, timeout)).await?;
+        Ok(decode::<Result<u64, LeaderError>>(&reply.into_inner().data)??)
+    }
+
+    /// Asks the node at `addr` who it is.
+    pub async fn hello(&self, addr: &str, timeout: Duration) -> Result<NodeInfo, PeerCallError> {
+        let reply = self.client(addr)?.hello(with_timeout(Empty {}, timeout)).await?;
+        Ok(reply.into_inner())
+    }
+}
+
+fn with_timeout<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(timeout);
+    req
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> PeerConnection {
+        PeerConnection {
+            target,
+            addr: node.raft_addr.clone(),
+            network: self.clone(),
+        }
+    }
+}
+
+/// openraft's view of one peer.
+pub struct PeerConnection {
+    target: NodeId,
+    addr: String,
+    network: PeerNetwork,
+}
+
+type RpcResult<T, E = RaftError<NodeId>> = Result<T, RPCError<NodeId, PeerNode, E>>;
+
+/// Maps a failed gRPC call: an unreachable peer makes openraft back off.
+fn rpc_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, PeerNode, E> {
+    match status.code() {
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+impl PeerConnection {
+    fn client(&self) -> Result<RaftPeerClient<Channel>, tonic::Status> {
+        self.network.client(&self.addr)
+    }
+
+    fn decode_reply<T, E>(&self, bytes: &[u8]) -> RpcResult<T, E>
+    where
+        T: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        let reply: Result<T, E> = decode(bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let n = rpc.entries.len() as u64;
+        let data = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if data.len() > MAX_MESSAGE_BYTES / 2 && n > 1 {
+            // Large artifacts: ask openraft to send fewer entries per call.
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((n / 2).max(1))));
+        }
+        let client = self.client().map_err(rpc_error)?;
+        let reply = client
+            .clone()
+            .append_entries(with_timeout(Payload { data }, option.hard_ttl()))
+            .await
+            .map_err(rpc_error)?;
+        self.decode_reply(&reply.into_inner().data)
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        let data = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let client = self.client().map_err(rpc_error)?;
+        let reply = client
+            .clone()
+            .vote(with_timeout(Payload { data }, option.hard_ttl()))
+            .await
+            .map_err(rpc_error)?;
+        self.decode_reply(&reply.into_inner().data)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let header = encode(&(vote, snapshot.meta.clone())).map_err(|e| NetworkError::new(&e))?;
+        let mut file = snapshot.snapshot.file;
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
+        // Read the file off the async threads; the bounded channel keeps at
+        // most a few chunks in memory.
+        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut header = Some(header);
+            loop {
+                let mut data = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+                let n = file.read(&mut data)?;
+                data.truncate(n);
+                let first = header.take();
+                if n == 0 && first.is_none() {
+                    return Ok(());
+                }
+                let chunk = SnapshotChunk {
+                    header: first.unwrap_or_default(),
+                    data,
+                };
+                if tx.blocking_send(chunk).is_err() {
+                    return Ok(());
+                }
+            }
+        });
+        let mut client = self.client().map_err(|e| Unreachable::new(&e))?;
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        request.set_timeout(option.hard_ttl().max(Duration::from_secs(60)));
+        let call = client.install_snapshot(request);
+        let reply = tokio::select! {
+            r = call => r,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(NetworkError::new(&e).into()),
+            Err(e) => return Err(NetworkError::new(&e).into()),
+        }
+        let reply = reply.map_err(|s| -> StreamingError<TypeConfig, Fatal<NodeId>> {
+            match s.code() {
+                tonic::Code::Unavailable => Unreachable::new(&s).into(),
+                _ => NetworkError::new(&s).into(),
+            }
+        })?;
+        let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+            decode(&reply.into_inner().data).map_err(|e| NetworkError::new(&e))?;
+        result.map_err(|e| RemoteError::new(self.target, e).into())
+    }
+}

@@ -1,0 +1,101 @@
+//! The server side of the peer protocol.
+
+use cairn_storage::codec::{decode, encode};
+use cairn_storage::types::SnapshotMeta;
+use cairn_storage::{NodeId, Request, TypeConfig};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::{Snapshot, Vote};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tonic::{Response, Status, Streaming};
+
+use crate::leader;
+use crate::pb::raft_peer_server::{RaftPeer, RaftPeerServer};
+use crate::pb::{Empty, NodeInfo, Payload, SnapshotChunk};
+use crate::{Raft, MAX_MESSAGE_BYTES};
+
+/// Serves Raft RPCs and leader-side client operations to peers.
+#[derive(Clone)]
+pub struct PeerService {
+    raft: Raft,
+    info: NodeInfo,
+}
+
+impl PeerService {
+    /// A service for `raft`, introducing itself as `info`.
+    pub fn new(raft: Raft, info: NodeInfo) -> Self {
+        Self { raft, info }
+    }
+
+    /// The tonic service with Cairn's message size limits.
+    pub fn into_server(self) -> RaftPeerServer<Self> {
+        RaftPeerServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
+    let data = encode(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(Payload { data }))
+}
+
+fn decode_arg<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
+    decode(bytes).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(&self, req: tonic::Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode_arg(&req.into_inner().data)?;
+        reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: tonic::Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: VoteRequest<NodeId> = decode_arg(&req.into_inner().data)?;
+        reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: tonic::Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Payload>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let (vote, meta): (Vote<NodeId>, SnapshotMeta) = decode_arg(&first.header)?;
+        let target = self
+            .raft
+            .begin_receiving_snapshot()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let std_file = target.file.try_clone().map_err(|e| Status::internal(e.to_string()))?;
+        let mut out = tokio::fs::File::from_std(std_file);
+        let io = |e: std::io::Error| Status::internal(format!("writing snapshot: {e}"));
+        out.write_all(&first.data).await.map_err(io)?;
+        while let Some(chunk) = stream.message().await? {
+            out.write_all(&chunk.data).await.map_err(io)?;
+        }
+        out.sync_all().await.map_err(io)?;
+        drop(out);
+        // The state machine verifies the file's checksum before installing.
+        let snapshot = Snapshot { meta, snapshot: target };
+        reply(&self.raft.install_full_snapshot(vote, snapshot).await)
+    }
+
+    async fn forward(&self, req: tonic::Request<Payload>) -> Result<Response<Payload>, Status> {
+        let request: Request = decode_arg(&req.into_inner().data)?;
+        reply(&leader::write(&self.raft, request).await)
+    }
+
+    async fn read_index(&self, _req: tonic::Request<Empty>) -> Result<Response<Payload>, Status> {
+        reply(&leader::read_index(&self.raft).await)
+    }
+
+    async fn hello(&self, _req: tonic::Request<Empty>) -> Result<Response<NodeInfo>, Status> {
+        Ok(Response::new(self.info.clone()))
+    }
+}
+
