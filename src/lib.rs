@@ -1,1 +1,27 @@
+//! cairn: an embedded, Raft-replicated artifact and coordination store.
+//!
+//! A [`Node`] opens its data directory, joins or forms a Raft cluster with
+//! its peers, and serves the HTTP API of API.md: artifacts, and the cluster
+//! and health endpoints. Every node serves every request; followers forward
+//! writes and linearizable reads to the leader themselves.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), cairn::node::NodeError> {
+//! let config = cairn::NodeConfig::new(1, "./cairn-data".into(),
+//!     "127.0.0.1:7070".into(), "127.0.0.1:7071".into());
+//! let node = cairn::Node::start(config).await?;
+//! // ... serve until asked to stop ...
+//! node.shutdown().await?;
+//! # Ok(()) }
+//! ```
 
+pub mod api;
+pub mod config;
+pub mod forward;
+pub mod health;
+pub mod node;
+pub mod probe;
+pub mod status;
+
+pub use config::NodeConfig;
+pub use node::Node;

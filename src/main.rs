@@ -1,1 +1,84 @@
-fn main() {}
+//! The `cairn` command: run a node.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use cairn::{Node, NodeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "An embedded, Raft-replicated artifact and coordination store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node (the default: a one-node cluster in ./cairn-data).
+    Serve(Box<NodeConfig>),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+    let node = Node::start(config).await.context("starting the node")?;
+    shutdown_signal().await;
+    node.shutdown().await.context("shutting down")?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or_else(|| {
+        Cmd::Serve(Box::new(NodeConfig::new(
+            1,
+            "./cairn-data".into(),
+            "127.0.0.1:7070".into(),
+            "127.0.0.1:7071".into(),
+        )))
+    });
+    match command {
+        Cmd::Serve(config) => serve(*config).await,
+    }
+}

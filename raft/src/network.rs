@@ -16,13 +16,15 @@ use openraft::error::{
     StreamingError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::{Snapshot, Vote};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::leader::{LeaderError, WriteOutcome};
 use crate::pb::raft_peer_client::RaftPeerClient;
-use crate::pb::{Empty, NodeInfo, Payload, SnapshotChunk};
+use crate::pb::{Empty, NodeInfo, Payload, ReadIndexRequest, SnapshotChunk};
 use crate::MAX_MESSAGE_BYTES;
 
 /// Bytes of snapshot file per stream message.
@@ -58,7 +60,9 @@ impl PeerNetwork {
             Some(c) => c.clone(),
             None => {
                 let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| tonic::Status::invalid_argument(format!("peer address {addr}: {e}")))?
+                    .map_err(|e| {
+                        tonic::Status::invalid_argument(format!("peer address {addr}: {e}"))
+                    })?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(10))
@@ -74,21 +78,45 @@ impl PeerNetwork {
     }
 
     /// Sends a client write to the leader at `addr`.
-    pub async fn forward(&self, addr: &str, req: &Request, timeout: Duration) -> Result<WriteOutcome, PeerCallError> {
+    pub async fn forward(
+        &self,
+        addr: &str,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<WriteOutcome, PeerCallError> {
         let payload = Payload { data: encode(req)? };
-        let reply = self.client(addr)?.forward(with_timeout(payload, timeout)).await?;
-        Ok(decode::<Result<WriteOutcome, LeaderError>>(&reply.into_inner().data)??)
+        let reply = self
+            .client(addr)?
+            .forward(with_timeout(payload, timeout))
+            .await?;
+        Ok(decode::<Result<WriteOutcome, LeaderError>>(
+            &reply.into_inner().data,
+        )??)
     }
 
-    /// Asks the leader at `addr` for a read index.
-    pub async fn read_index(&self, addr: &str, timeout: Duration) -> Result<u64, PeerCallError> {
-        let reply = self.client(addr)?.read_index(with_timeout(Empty {}, timeout)).await?;
-        Ok(decode::<Result<u64, LeaderError>>(&reply.into_inner().data)??)
+    /// Asks the leader at `addr` for a read index (from its lease if `lease`).
+    pub async fn read_index(
+        &self,
+        addr: &str,
+        lease: bool,
+        timeout: Duration,
+    ) -> Result<u64, PeerCallError> {
+        let msg = ReadIndexRequest { lease };
+        let reply = self
+            .client(addr)?
+            .read_index(with_timeout(msg, timeout))
+            .await?;
+        Ok(decode::<Result<u64, LeaderError>>(
+            &reply.into_inner().data,
+        )??)
     }
 
     /// Asks the node at `addr` who it is.
     pub async fn hello(&self, addr: &str, timeout: Duration) -> Result<NodeInfo, PeerCallError> {
-        let reply = self.client(addr)?.hello(with_timeout(Empty {}, timeout)).await?;
+        let reply = self
+            .client(addr)?
+            .hello(with_timeout(Empty {}, timeout))
+            .await?;
         Ok(reply.into_inner())
     }
 }
@@ -138,7 +166,8 @@ impl PeerConnection {
         T: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
     {
-        let reply: Result<T, E> = decode(bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let reply: Result<T, E> =
+            decode(bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -153,7 +182,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         let data = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if data.len() > MAX_MESSAGE_BYTES / 2 && n > 1 {
             // Large artifacts: ask openraft to send fewer entries per call.
-            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((n / 2).max(1))));
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint((n / 2).max(1)),
+            ));
         }
         let client = self.client().map_err(rpc_error)?;
         let reply = client
@@ -164,7 +195,11 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         self.decode_reply(&reply.into_inner().data)
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
         let data = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let client = self.client().map_err(rpc_error)?;
         let reply = client

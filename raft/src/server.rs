@@ -1,5 +1,7 @@
 //! The server side of the peer protocol.
 
+use std::time::Duration;
+
 use cairn_storage::codec::{decode, encode};
 use cairn_storage::types::SnapshotMeta;
 use cairn_storage::{NodeId, Request, TypeConfig};
@@ -11,7 +13,7 @@ use tonic::{Response, Status, Streaming};
 
 use crate::leader;
 use crate::pb::raft_peer_server::{RaftPeer, RaftPeerServer};
-use crate::pb::{Empty, NodeInfo, Payload, SnapshotChunk};
+use crate::pb::{Empty, NodeInfo, Payload, ReadIndexRequest, SnapshotChunk};
 use crate::{Raft, MAX_MESSAGE_BYTES};
 
 /// Serves Raft RPCs and leader-side client operations to peers.
@@ -19,12 +21,14 @@ use crate::{Raft, MAX_MESSAGE_BYTES};
 pub struct PeerService {
     raft: Raft,
     info: NodeInfo,
+    lease: Duration,
 }
 
 impl PeerService {
-    /// A service for `raft`, introducing itself as `info`.
-    pub fn new(raft: Raft, info: NodeInfo) -> Self {
-        Self { raft, info }
+    /// A service for `raft`, introducing itself as `info`, granting lease
+    /// reads within `lease` of the last quorum acknowledgement.
+    pub fn new(raft: Raft, info: NodeInfo, lease: Duration) -> Self {
+        Self { raft, info, lease }
     }
 
     /// The tonic service with Cairn's message size limits.
@@ -46,7 +50,10 @@ fn decode_arg<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Status>
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
-    async fn append_entries(&self, req: tonic::Request<Payload>) -> Result<Response<Payload>, Status> {
+    async fn append_entries(
+        &self,
+        req: tonic::Request<Payload>,
+    ) -> Result<Response<Payload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode_arg(&req.into_inner().data)?;
         reply(&self.raft.append_entries(rpc).await)
     }
@@ -71,7 +78,10 @@ impl RaftPeer for PeerService {
             .begin_receiving_snapshot()
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let std_file = target.file.try_clone().map_err(|e| Status::internal(e.to_string()))?;
+        let std_file = target
+            .file
+            .try_clone()
+            .map_err(|e| Status::internal(e.to_string()))?;
         let mut out = tokio::fs::File::from_std(std_file);
         let io = |e: std::io::Error| Status::internal(format!("writing snapshot: {e}"));
         out.write_all(&first.data).await.map_err(io)?;
@@ -81,7 +91,10 @@ impl RaftPeer for PeerService {
         out.sync_all().await.map_err(io)?;
         drop(out);
         // The state machine verifies the file's checksum before installing.
-        let snapshot = Snapshot { meta, snapshot: target };
+        let snapshot = Snapshot {
+            meta,
+            snapshot: target,
+        };
         reply(&self.raft.install_full_snapshot(vote, snapshot).await)
     }
 
@@ -90,12 +103,21 @@ impl RaftPeer for PeerService {
         reply(&leader::write(&self.raft, request).await)
     }
 
-    async fn read_index(&self, _req: tonic::Request<Empty>) -> Result<Response<Payload>, Status> {
-        reply(&leader::read_index(&self.raft).await)
+    async fn read_index(
+        &self,
+        req: tonic::Request<ReadIndexRequest>,
+    ) -> Result<Response<Payload>, Status> {
+        let lease = req.into_inner().lease;
+        reply(&leader::read_index(&self.raft, lease.then_some(self.lease)).await)
     }
 
     async fn hello(&self, _req: tonic::Request<Empty>) -> Result<Response<NodeInfo>, Status> {
-        Ok(Response::new(self.info.clone()))
+        let mut info = self.info.clone();
+        info.initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(info))
     }
 }
-

@@ -78,6 +78,12 @@ pub fn apply_request(
                 }
             },
         },
+        Command::InitCluster { cluster_id } => {
+            if view.get(keys::CLUSTER_ID)?.is_none() {
+                view.put(keys::CLUSTER_ID.to_vec(), cluster_id.as_bytes().to_vec());
+            }
+            Response::Noop
+        }
         Command::Tick => Response::Noop,
     };
 

@@ -103,6 +103,11 @@ pub enum Command {
         /// Version condition.
         precondition: Precondition,
     },
+    /// Records the cluster's id; only the first one ever applied counts.
+    InitCluster {
+        /// The id chosen by the bootstrapping node.
+        cluster_id: String,
+    },
     /// Advances the replicated clock; expires what is due.
     Tick,
 }
@@ -113,6 +118,7 @@ impl Command {
         match self {
             Command::PutArtifact { .. } => "put_artifact",
             Command::DeleteArtifact { .. } => "delete_artifact",
+            Command::InitCluster { .. } => "init_cluster",
             Command::Tick => "tick",
         }
     }

@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `sys/applied`, `sys/membership` | last applied log id, membership (not in snapshots: carried by the snapshot meta) |
 //! | `clock` | the replicated clock (ms) |
+//! | `cluster_id` | the cluster's id, set once at bootstrap |
 //! | `art/<id>` | [`crate::ArtifactMeta`] |
 //! | `blob/<id>` | [`crate::StoredContent`] |
 //! | `conv/<conversation>/<id>` | empty: the conversation index of artifacts |
@@ -19,6 +20,8 @@ pub const MEMBERSHIP: &[u8] = b"sys/membership";
 pub const SYS_PREFIX: &[u8] = b"sys/";
 /// The replicated clock.
 pub const CLOCK: &[u8] = b"clock";
+/// The cluster id.
+pub const CLUSTER_ID: &[u8] = b"cluster_id";
 /// Prefix of artifact metadata.
 pub const ARTIFACT_PREFIX: &[u8] = b"art/";
 /// Prefix of artifact content.

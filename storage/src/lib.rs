@@ -43,6 +43,8 @@ pub use types::{NodeId, PeerNode, TypeConfig};
 /// A node's storage: the Raft log and the state machine, sharing one sled
 /// database so that a log flush also persists applied state.
 pub struct Store {
+    /// The database both live in (flushed on shutdown).
+    pub db: sled::Db,
     /// The Raft log and vote.
     pub log: LogStore,
     /// The state machine.
@@ -56,7 +58,8 @@ impl Store {
         let db = sled::Config::new().path(dir.join("db")).open()?;
         Ok(Self {
             log: LogStore::open(db.clone())?,
-            state_machine: StateMachine::open(db, &dir.join("snapshots"))?,
+            state_machine: StateMachine::open(db.clone(), &dir.join("snapshots"))?,
+            db,
         })
     }
 }

@@ -342,6 +342,15 @@ impl StateReader {
         read_clock(&Overlay::new(&self.shared.state))
     }
 
+    /// The cluster id, once bootstrap has recorded it.
+    pub fn cluster_id(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .shared
+            .state
+            .get(keys::CLUSTER_ID)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     /// An artifact's metadata.
     pub fn artifact(&self, id: &str) -> Result<Option<ArtifactMeta>, StoreError> {
         match self.shared.state.get(keys::artifact(id))? {
@@ -397,16 +406,18 @@ impl StateReader {
         })
     }
 
-    /// The artifacts of one conversation, by id, after `cursor`, at most `limit`.
+    /// The artifacts of one conversation whose id starts with `prefix`, by
+    /// id, after `cursor`, at most `limit`.
     pub fn list_conversation(
         &self,
         conversation_id: &str,
+        prefix: &str,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<ArtifactMeta>, StoreError> {
         let index = keys::conversation_prefix(conversation_id);
         let mut items = Vec::new();
-        for item in self.scan_after(&index, "", cursor) {
+        for item in self.scan_after(&index, prefix, cursor) {
             let (k, _) = item?;
             let id = String::from_utf8_lossy(&k[index.len()..]).into_owned();
             if items.len() == limit {

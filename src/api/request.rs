@@ -1,0 +1,188 @@
+//! Reading requests: extractors whose rejections are API errors, and the
+//! validation of ids, preconditions and bodies shared by every resource.
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use cairn_storage::Precondition;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Longest id or key accepted (bytes).
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Query parameters; a malformed query is a 400 in the API's format.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e| ApiError::Invalid(format!("query: {}", e.body_text())))
+    }
+}
+
+/// Path parameters; a malformed path is a 400 in the API's format.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|e| ApiError::Invalid(format!("path: {}", e.body_text())))
+    }
+}
+
+/// Checks an id: 1–256 bytes of `[A-Za-z0-9._:-]`.
+pub fn validate_id(what: &str, id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(ApiError::Invalid(format!(
+            "{what} must be 1-{MAX_ID_BYTES} bytes, got {}",
+            id.len()
+        )));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
+        return Err(ApiError::Invalid(format!(
+            "{what} may only contain A-Z a-z 0-9 . _ : - (found {c:?})"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a free-text field's length.
+pub fn validate_len(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.len() > max {
+        return Err(ApiError::Invalid(format!(
+            "{what} is longer than {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.trim()))
+            .map_err(|_| ApiError::Invalid(format!("{name} is not valid text"))),
+    }
+}
+
+/// The version precondition of a write, from `If-Match` / `If-None-Match`.
+pub fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    let if_match = header_str(headers, header::IF_MATCH.as_str())?;
+    let if_none_match = header_str(headers, header::IF_NONE_MATCH.as_str())?;
+    match (if_match, if_none_match) {
+        (Some(_), Some(_)) => Err(ApiError::Invalid(
+            "use either If-Match or If-None-Match, not both".into(),
+        )),
+        (Some("*"), None) => Ok(Precondition::IfExists),
+        (Some(v), None) => {
+            let n = v.trim_start_matches("W/").trim_matches('"');
+            n.parse::<u64>().map(Precondition::IfVersion).map_err(|_| {
+                ApiError::Invalid(format!(
+                    "If-Match must be a version like \"3\" or *, not {v}"
+                ))
+            })
+        }
+        (None, Some("*")) => Ok(Precondition::IfAbsent),
+        (None, Some(v)) => Err(ApiError::Invalid(format!(
+            "If-None-Match on a write must be *, not {v}"
+        ))),
+        (None, None) => Ok(Precondition::None),
+    }
+}
+
+/// The client's `Idempotency-Key`, if any.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match header_str(headers, "idempotency-key")? {
+        None => Ok(None),
+        Some(k) if k.is_empty() || k.len() > MAX_ID_BYTES => Err(ApiError::Invalid(format!(
+            "Idempotency-Key must be 1-{MAX_ID_BYTES} bytes"
+        ))),
+        Some(k) => Ok(Some(k.to_string())),
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes; more is a 413 and is
+/// refused before it is read when `Content-Length` announces it.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || ApiError::TooLarge(format!("body exceeds the limit of {limit} bytes"));
+    if let Some(len) = header_str(headers, header::CONTENT_LENGTH.as_str())? {
+        if len.parse::<u64>().is_ok_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(bytes.to_vec()),
+        Err(e) => {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over {
+                Err(too_large())
+            } else {
+                Err(ApiError::Invalid(format!("reading the body: {e}")))
+            }
+        }
+    }
+}
+
+/// Parses a JSON body into `T`.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::Invalid(format!("malformed JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn ids_follow_the_documented_charset_and_length() {
+        assert!(validate_id("id", "a.b_c:d-9").is_ok());
+        assert!(validate_id("id", &"x".repeat(256)).is_ok());
+        for bad in ["", "a/b", "a b", "é", &"x".repeat(257)] {
+            assert!(validate_id("id", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn preconditions_parse_from_headers() {
+        let h = |name: &'static str, v: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert(name, HeaderValue::from_static(v));
+            m
+        };
+        assert_eq!(precondition(&HeaderMap::new()).unwrap(), Precondition::None);
+        assert_eq!(
+            precondition(&h("if-match", "\"3\"")).unwrap(),
+            Precondition::IfVersion(3)
+        );
+        assert_eq!(
+            precondition(&h("if-match", "4")).unwrap(),
+            Precondition::IfVersion(4)
+        );
+        assert_eq!(
+            precondition(&h("if-match", "*")).unwrap(),
+            Precondition::IfExists
+        );
+        assert_eq!(
+            precondition(&h("if-none-match", "*")).unwrap(),
+            Precondition::IfAbsent
+        );
+        assert!(precondition(&h("if-match", "\"abc\"")).is_err());
+        assert!(precondition(&h("if-none-match", "\"3\"")).is_err());
+    }
+}

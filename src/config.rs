@@ -1,0 +1,178 @@
+//! A node's configuration: every knob is a flag with a `CAIRN_*` variable.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cairn_raft::config::RaftSettings;
+use cairn_storage::NodeId;
+
+/// The founding members' raft addresses, from `--initial-cluster 1=host:port,...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialCluster(pub BTreeMap<NodeId, String>);
+
+impl std::str::FromStr for InitialCluster {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut members = BTreeMap::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (id, addr) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}` is not ID=HOST:PORT"))?;
+            let id: NodeId = id
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{id}` is not a node id (u64)"))?;
+            let addr = addr.trim();
+            if !addr.contains(':') {
+                return Err(format!("`{addr}` is not HOST:PORT"));
+            }
+            if members.insert(id, addr.to_string()).is_some() {
+                return Err(format!("node id {id} appears twice"));
+            }
+        }
+        if members.is_empty() {
+            return Err("no members given".into());
+        }
+        Ok(Self(members))
+    }
+}
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeConfig {
+    /// This node's id (unique in the cluster).
+    #[arg(long, env = "CAIRN_ID", default_value_t = 1)]
+    pub id: NodeId,
+    /// Where the log, state and snapshots live.
+    #[arg(long, env = "CAIRN_DATA_DIR", default_value = "./cairn-data")]
+    pub data_dir: PathBuf,
+    /// HTTP API listen address.
+    #[arg(long, env = "CAIRN_API_ADDR", default_value = "127.0.0.1:7070")]
+    pub api_addr: String,
+    /// gRPC peer listen address.
+    #[arg(long, env = "CAIRN_RAFT_ADDR", default_value = "127.0.0.1:7071")]
+    pub raft_addr: String,
+    /// The API address peers and clients are told (default: --api-addr).
+    #[arg(long, env = "CAIRN_ADVERTISE_API_ADDR")]
+    pub advertise_api_addr: Option<String>,
+    /// The raft address peers are told (default: --raft-addr).
+    #[arg(long, env = "CAIRN_ADVERTISE_RAFT_ADDR")]
+    pub advertise_raft_addr: Option<String>,
+    /// Founding members, `1=HOST:PORT,2=HOST:PORT,...` (raft addresses).
+    /// Ignored once the data dir holds a cluster.
+    #[arg(long, env = "CAIRN_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<InitialCluster>,
+    /// How long a request may wait for a leader or quorum before 503.
+    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
+    pub request_timeout_ms: u64,
+    /// Content larger than this is stored lz4-compressed.
+    #[arg(long, env = "CAIRN_COMPRESSION_THRESHOLD", default_value_t = 1024)]
+    pub compression_threshold: usize,
+    /// Largest artifact content accepted.
+    #[arg(long, env = "CAIRN_MAX_CONTENT_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_content_bytes: usize,
+    /// Largest artifact metadata (serialized JSON) accepted.
+    #[arg(long, env = "CAIRN_MAX_METADATA_BYTES", default_value_t = 64 * 1024)]
+    pub max_metadata_bytes: usize,
+    /// How long a client's Idempotency-Key remembers its first outcome.
+    #[arg(long, env = "CAIRN_IDEMPOTENCY_RETENTION_MS", default_value_t = 60 * 60 * 1000)]
+    pub idempotency_retention_ms: u64,
+    /// Leader heartbeat interval.
+    #[arg(long, env = "CAIRN_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Election timeout lower bound (upper bound is twice this).
+    #[arg(long, env = "CAIRN_ELECTION_TIMEOUT_MS", default_value_t = 500)]
+    pub election_timeout_ms: u64,
+    /// Build a snapshot and compact the log after this many entries.
+    #[arg(long, env = "CAIRN_SNAPSHOT_EVERY", default_value_t = 20_000)]
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot for lagging followers.
+    #[arg(long, env = "CAIRN_KEEP_BEHIND_SNAPSHOT", default_value_t = 1_000)]
+    pub keep_behind_snapshot: u64,
+    /// `/health/ready` fails when this node's applied index trails the
+    /// commit index by more than this many entries.
+    #[arg(long, env = "CAIRN_READY_MAX_LAG", default_value_t = 1_000)]
+    pub ready_max_lag: u64,
+}
+
+impl NodeConfig {
+    /// A config with every default, for `id` and the given directory and addresses.
+    pub fn new(id: NodeId, data_dir: PathBuf, api_addr: String, raft_addr: String) -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: NodeConfig,
+        }
+        let mut config = Defaults::parse_from(["cairn"]).config;
+        config.id = id;
+        config.data_dir = data_dir;
+        config.api_addr = api_addr;
+        config.raft_addr = raft_addr;
+        config
+    }
+
+    /// The API address advertised to peers and clients.
+    pub fn public_api_addr(&self) -> &str {
+        self.advertise_api_addr.as_deref().unwrap_or(&self.api_addr)
+    }
+
+    /// The raft address advertised to peers.
+    pub fn public_raft_addr(&self) -> &str {
+        self.advertise_raft_addr
+            .as_deref()
+            .unwrap_or(&self.raft_addr)
+    }
+
+    /// The request deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// How long a leader may serve `lease` reads after a quorum
+    /// acknowledgement: half the election timeout, so no other leader can
+    /// have been elected meanwhile.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_ms / 2)
+    }
+
+    /// The Raft settings.
+    pub fn raft_settings(&self) -> RaftSettings {
+        RaftSettings {
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            election_timeout: Duration::from_millis(self.election_timeout_ms),
+            snapshot_every: self.snapshot_every,
+            keep_behind_snapshot: self.keep_behind_snapshot,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_parses_and_rejects_bad_lists() {
+        let c: InitialCluster = "1=a:1, 2=b:2,3=c:3".parse().unwrap();
+        assert_eq!(c.0.len(), 3);
+        assert_eq!(c.0[&2], "b:2");
+        for bad in ["", "1=a", "x=a:1", "1=a:1,1=b:2", "1"] {
+            assert!(bad.parse::<InitialCluster>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_cli_contract() {
+        let c = NodeConfig::new(
+            1,
+            "./cairn-data".into(),
+            "127.0.0.1:7070".into(),
+            "127.0.0.1:7071".into(),
+        );
+        assert_eq!(c.max_content_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.compression_threshold, 1024);
+        assert_eq!(c.public_api_addr(), "127.0.0.1:7070");
+    }
+}

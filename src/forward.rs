@@ -1,0 +1,203 @@
+//! Every node serves every request: writes go to the leader (locally when
+//! this node leads, over gRPC otherwise) and linearizable reads wait for a
+//! read index fixed by the leader. Both retry across leader changes until
+//! the request deadline.
+
+use std::time::Duration;
+
+use cairn_raft::leader::{self, LeaderError, WriteOutcome};
+use cairn_raft::network::PeerCallError;
+use cairn_storage::{Command, Idempotency, Request};
+use tokio::time::Instant;
+
+use crate::node::NodeCore;
+
+/// Retention of the idempotency keys the edge assigns to its own writes:
+/// long enough to cover every retry within a request deadline.
+const AUTO_KEY_RETENTION_MS: u64 = 5 * 60 * 1000;
+
+/// How fresh a read must be (`?consistency=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Sees every write acknowledged before the read began (quorum round).
+    #[default]
+    Linearizable,
+    /// Like linearizable, but the leader answers from its lease.
+    Lease,
+    /// This node's applied state, whatever it is.
+    Stale,
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "linearizable" => Ok(Self::Linearizable),
+            "lease" => Ok(Self::Lease),
+            "stale" => Ok(Self::Stale),
+            other => Err(format!(
+                "consistency must be linearizable, lease or stale, not `{other}`"
+            )),
+        }
+    }
+}
+
+/// The cluster could not serve the request within its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+/// Where the leader is, as this node sees it.
+enum LeaderAt {
+    Here,
+    Peer(String),
+    Unknown,
+}
+
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            next: Duration::from_millis(10),
+        }
+    }
+
+    /// Sleeps before the next attempt, or returns false when the deadline
+    /// would pass first.
+    async fn wait(&mut self, deadline: Instant) -> bool {
+        let now = Instant::now();
+        if now + self.next >= deadline {
+            return false;
+        }
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Duration::from_millis(200));
+        true
+    }
+}
+
+impl NodeCore {
+    fn leader_at(&self) -> LeaderAt {
+        let leader = self.raft.metrics().borrow().current_leader;
+        match leader {
+            Some(id) if id == self.config.id => LeaderAt::Here,
+            Some(id) => match leader::member(&self.raft, id) {
+                Some(node) => LeaderAt::Peer(node.raft_addr),
+                None => LeaderAt::Unknown,
+            },
+            None => LeaderAt::Unknown,
+        }
+    }
+
+    /// An idempotency key for a write: the client's, or one of our own so
+    /// that retrying after an ambiguous failure never applies twice.
+    fn idempotency(&self, client_key: Option<String>) -> Idempotency {
+        match client_key {
+            Some(key) => Idempotency {
+                key: format!("c/{key}"),
+                retain_ms: self.config.idempotency_retention_ms,
+            },
+            None => Idempotency {
+                key: format!("a/{}/{}", self.config.id, uuid::Uuid::now_v7()),
+                retain_ms: AUTO_KEY_RETENTION_MS,
+            },
+        }
+    }
+
+    /// Commits `command` through the leader and returns its outcome.
+    pub async fn write(
+        &self,
+        command: Command,
+        client_key: Option<String>,
+    ) -> Result<WriteOutcome, Unavailable> {
+        let deadline = Instant::now() + self.config.request_timeout();
+        let req = Request {
+            now_ms: leader::wall_clock_ms(),
+            idempotency: Some(self.idempotency(client_key)),
+            command,
+        };
+        let mut backoff = Backoff::new();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = match self.leader_at() {
+                LeaderAt::Here => leader::write(&self.raft, req.clone())
+                    .await
+                    .map_err(PeerCallError::from),
+                LeaderAt::Peer(addr) => {
+                    metrics::counter!("cairn_forwarded_requests_total", "kind" => "write")
+                        .increment(1);
+                    self.peers.forward(&addr, &req, remaining).await
+                }
+                LeaderAt::Unknown => Err(PeerCallError::Leader(LeaderError::NotLeader {
+                    leader: None,
+                })),
+            };
+            let error = match attempt {
+                Ok(outcome) => return Ok(outcome),
+                Err(e) => e,
+            };
+            tracing::debug!(%error, "write attempt failed; retrying");
+            if !backoff.wait(deadline).await {
+                return Err(Unavailable(format!(
+                    "write not committed within {} ms: {error}",
+                    self.config.request_timeout_ms
+                )));
+            }
+        }
+    }
+
+    /// Waits until this node's state may serve a read at `consistency`.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), Unavailable> {
+        let lease = match consistency {
+            Consistency::Stale => return Ok(()),
+            Consistency::Lease => Some(self.config.lease()),
+            Consistency::Linearizable => None,
+        };
+        let deadline = Instant::now() + self.config.request_timeout();
+        let mut backoff = Backoff::new();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let index = match self.leader_at() {
+                LeaderAt::Here => leader::read_index(&self.raft, lease)
+                    .await
+                    .map_err(PeerCallError::from),
+                LeaderAt::Peer(addr) => {
+                    metrics::counter!("cairn_forwarded_requests_total", "kind" => "read_index")
+                        .increment(1);
+                    self.peers
+                        .read_index(&addr, lease.is_some(), remaining)
+                        .await
+                }
+                LeaderAt::Unknown => Err(PeerCallError::Leader(LeaderError::NotLeader {
+                    leader: None,
+                })),
+            };
+            let error = match index {
+                Ok(index) => return self.wait_applied(index, deadline).await,
+                Err(e) => e,
+            };
+            if !backoff.wait(deadline).await {
+                return Err(Unavailable(format!(
+                    "no read index within {} ms: {error}",
+                    self.config.request_timeout_ms
+                )));
+            }
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), Unavailable> {
+        if self.state.applied_index() >= index {
+            return Ok(());
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map(|_| ())
+            .map_err(|e| Unavailable(format!("not caught up to read index {index}: {e}")))
+    }
+}
