@@ -39,6 +39,10 @@ pub struct ClusterView {
     pub applied_index: u64,
     /// Last log index here.
     pub last_log_index: u64,
+    /// Index of the newest snapshot here.
+    pub snapshot_index: Option<u64>,
+    /// Highest log index removed from the log here (compacted behind a snapshot).
+    pub purged_index: Option<u64>,
     /// Whether this node is in the membership at all.
     pub is_member: bool,
     /// The members.
@@ -100,6 +104,8 @@ impl ClusterView {
             commit_index,
             applied_index,
             last_log_index,
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
             is_member: members.iter().any(|x| x.id == core.config.id),
             members,
         }

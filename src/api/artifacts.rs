@@ -125,7 +125,7 @@ fn write_response(outcome: WriteOutcome) -> Result<Response, ApiError> {
                 header::ETAG,
                 HeaderValue::from_str(&quoted_etag(&meta.checksum)).map_err(internal)?,
             )];
-            Ok((status, revision, etag, Json(ArtifactView::new(meta))).into_response())
+            Ok((status, revision, etag, Json(ArtifactView::new(*meta))).into_response())
         }
         Outcome::Deleted { .. } => Ok((StatusCode::NO_CONTENT, revision).into_response()),
         Outcome::Rejected(r) => Err(rejection(r)),

@@ -30,6 +30,8 @@ pub struct ClusterStatus {
     term: u64,
     commit_index: u64,
     applied_index: u64,
+    snapshot_index: Option<u64>,
+    purged_index: Option<u64>,
     members: Vec<MemberView>,
 }
 
@@ -57,6 +59,8 @@ pub async fn status(State(core): State<AppState>) -> Result<Json<ClusterStatus>,
         term: view.term,
         commit_index: view.commit_index,
         applied_index: view.applied_index,
+        snapshot_index: view.snapshot_index,
+        purged_index: view.purged_index,
         members,
     }))
 }

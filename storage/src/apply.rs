@@ -63,7 +63,7 @@ pub fn apply_request(
                 }
                 view.put(keys::artifact(id), encode(&meta)?);
                 view.put(keys::blob(id), encode(content)?);
-                Response::Artifact(meta)
+                Response::Artifact(Box::new(meta))
             }
         }
         Command::DeleteArtifact { id, precondition } => match load_artifact(view, id)? {

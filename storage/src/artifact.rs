@@ -44,6 +44,8 @@ pub struct ArtifactMeta {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredContent {
     /// The bytes to store (lz4 block with size prefix when `compressed`).
+    /// Encoded as one byte string, not a sequence of integers.
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
     /// Whether `bytes` is compressed.
     pub compressed: bool,

@@ -142,7 +142,7 @@ pub enum Response {
     /// Entries with no client answer (blank, membership, tick).
     Noop,
     /// The artifact as stored by this entry.
-    Artifact(ArtifactMeta),
+    Artifact(Box<ArtifactMeta>),
     /// The object was deleted at this revision.
     Deleted {
         /// The revision of the delete.

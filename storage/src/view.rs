@@ -6,6 +6,9 @@ use std::ops::Bound;
 
 use crate::error::StoreError;
 
+/// Key/value pairs in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Pending writes layered over a sled tree. `None` marks a delete.
 pub struct Overlay<'a> {
     tree: &'a sled::Tree,
@@ -40,7 +43,7 @@ impl<'a> Overlay<'a> {
     }
 
     /// Live keys in `[start, end)`, in order, with pending writes merged in.
-    pub fn range(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn range(&self, start: &[u8], end: &[u8]) -> Result<Pairs, StoreError> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for item in self.tree.range(start..end) {
             let (k, v) = item?;

@@ -1,0 +1,306 @@
+//! Test harness: clusters of real `cairn` processes on loopback, each with
+//! its own data directory and log file, and an HTTP client to drive them.
+#![allow(dead_code)]
+
+use std::fs::OpenOptions;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Cluster tests share two cores: run them one at a time so that elections
+/// and deadlines are not starved by a neighbouring cluster.
+/// (An async mutex: each test has its own runtime, and the guard is held
+/// across awaits.)
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Holds the serial lock for one test.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One `cairn` process.
+pub struct TestNode {
+    pub id: u64,
+    pub api: String,
+    pub raft: String,
+    pub dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.api, path)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts the process (again), appending to its log.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "node {} already running", self.id);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("serve")
+            .args(&self.args)
+            .env("CAIRN_LOG", "info,openraft=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn cairn");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush or hand anything over.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(status) = c.try_wait().unwrap() {
+                    assert!(status.success(), "node {} exited with {status}", self.id);
+                    return;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    panic!("node {} did not exit within 20 s of SIGTERM", self.id);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A cluster of real processes.
+pub struct Cluster {
+    pub nodes: Vec<TestNode>,
+    pub http: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` nodes forming one cluster through `--initial-cluster`,
+    /// each with `extra` flags, and waits until they agree on a leader.
+    pub async fn start(n: u64, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u64, u16, u16)> =
+            (1..=n).map(|id| (id, free_port(), free_port())).collect();
+        let initial = ports
+            .iter()
+            .map(|(id, _, raft)| format!("{id}=127.0.0.1:{raft}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = ports
+            .iter()
+            .map(|&(id, api, raft)| {
+                let node_dir = dir.path().join(format!("node{id}"));
+                std::fs::create_dir_all(&node_dir).unwrap();
+                let mut args: Vec<String> = vec![
+                    "--id".into(),
+                    id.to_string(),
+                    "--data-dir".into(),
+                    node_dir.join("data").display().to_string(),
+                    "--api-addr".into(),
+                    format!("127.0.0.1:{api}"),
+                    "--raft-addr".into(),
+                    format!("127.0.0.1:{raft}"),
+                ];
+                if n > 1 {
+                    args.push("--initial-cluster".into());
+                    args.push(initial.clone());
+                }
+                args.extend(extra.iter().map(|s| s.to_string()));
+                TestNode {
+                    id,
+                    api: format!("127.0.0.1:{api}"),
+                    raft: format!("127.0.0.1:{raft}"),
+                    dir: node_dir,
+                    args,
+                    child: None,
+                }
+            })
+            .collect();
+        let mut cluster = Cluster {
+            nodes,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            dir,
+        };
+        for node in &mut cluster.nodes {
+            node.start();
+        }
+        cluster.wait_for_leader(Duration::from_secs(30)).await;
+        cluster
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn node(&self, id: u64) -> &TestNode {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut TestNode {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// `GET /v1/cluster` of node `id`, if it answers.
+    pub async fn cluster_status(&self, id: u64) -> Option<Value> {
+        let resp = self
+            .http
+            .get(self.node(id).url("/v1/cluster"))
+            .send()
+            .await
+            .ok()?;
+        resp.json().await.ok()
+    }
+
+    /// Waits until every running node names the same leader (itself running),
+    /// and the cluster id is recorded; returns the leader.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> u64 {
+        eventually(
+            "all running nodes agree on a running leader",
+            timeout,
+            || async {
+                let mut leader = None;
+                for node in self.nodes.iter().filter(|n| n.is_running()) {
+                    let status = self.cluster_status(node.id).await?;
+                    let l = status["leader"].as_u64()?;
+                    status["cluster_id"].as_str()?;
+                    if leader.is_some_and(|x| x != l) {
+                        return None;
+                    }
+                    leader = Some(l);
+                }
+                let l = leader?;
+                self.node(l).is_running().then_some(l)
+            },
+        )
+        .await
+    }
+
+    /// Ids of running nodes other than `id`.
+    pub fn others(&self, id: u64) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.id != id && n.is_running())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Creates or replaces artifact `id` with text `content` through node `via`.
+    pub async fn put_text(&self, via: u64, id: &str, content: &str) -> reqwest::Response {
+        self.http
+            .put(self.node(via).url(&format!("/v1/artifacts/{id}")))
+            .json(&serde_json::json!({ "content": content, "title": id }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Reads artifact `id` through node `via` at `consistency`; `None` if 404.
+    pub async fn get_text(&self, via: u64, id: &str, consistency: &str) -> Option<String> {
+        let resp = self
+            .http
+            .get(
+                self.node(via)
+                    .url(&format!("/v1/artifacts/{id}?consistency={consistency}")),
+            )
+            .send()
+            .await
+            .unwrap();
+        match resp.status().as_u16() {
+            200 => Some(
+                resp.json::<Value>().await.unwrap()["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            ),
+            404 => None,
+            other => panic!("GET {id} via {via}: {other} {}", resp.text().await.unwrap()),
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
