@@ -19,7 +19,9 @@ pub mod api;
 pub mod config;
 pub mod forward;
 pub mod health;
+pub mod housekeeping;
 pub mod node;
+pub mod ops;
 pub mod probe;
 pub mod status;
 
