@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cairn_raft::network::PeerNetwork;
 use cairn_raft::pb::NodeInfo;
+use cairn_raft::read_batch::ReadBatcher;
 use cairn_raft::server::PeerService;
 use cairn_raft::Raft;
 use cairn_storage::{Command, PeerNode, StateReader, Store};
@@ -52,6 +53,8 @@ pub struct NodeCore {
     pub peers: PeerNetwork,
     /// Which members this node can reach.
     pub reachability: Reachability,
+    /// Shared quorum rounds for linearizable reads when this node leads.
+    pub reads: ReadBatcher,
 }
 
 /// A running Cairn node.
@@ -90,6 +93,7 @@ impl Node {
         .await?;
         let core = Arc::new(NodeCore {
             reachability: Reachability::default(),
+            reads: ReadBatcher::new(raft.clone()),
             config,
             raft,
             state,
@@ -105,7 +109,13 @@ impl Node {
             raft_addr: core.config.public_raft_addr().to_string(),
             initialized: false,
         };
-        let service = PeerService::new(core.raft.clone(), info, core.config.lease()).into_server();
+        let service = PeerService::new(
+            core.raft.clone(),
+            info,
+            core.config.lease(),
+            core.reads.clone(),
+        )
+        .into_server();
         let grpc_stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);

@@ -181,6 +181,12 @@ impl Cluster {
                     args.push("--initial-cluster".into());
                     args.push(initial.clone());
                 }
+                // Tests check outcomes, not latency: a generous deadline keeps
+                // them deterministic on a loaded machine.
+                if !extra.contains(&"--request-timeout-ms") {
+                    args.push("--request-timeout-ms".into());
+                    args.push("15000".into());
+                }
                 args.extend(extra.iter().map(|s| s.to_string()));
                 TestNode {
                     id,
