@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use cairn_raft::leader::{self, LeaderError, WriteOutcome};
-use cairn_raft::network::PeerCallError;
+use cairn_raft::network::{PeerCallError, PeerNetwork};
+use cairn_raft::read_batch::ReadBatcher;
+use cairn_raft::Raft;
+use cairn_storage::NodeId;
 use cairn_storage::{Command, Fence, Idempotency, Request};
 use tokio::time::Instant;
 
@@ -56,6 +59,37 @@ pub struct WriteOptions {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Unavailable(pub String);
+
+/// A batcher whose rounds ask the current leader for a read index, so the
+/// concurrent linearizable reads of a follower share one call.
+pub fn remote_read_batcher(
+    raft: &Raft,
+    peers: &PeerNetwork,
+    me: NodeId,
+    timeout: Duration,
+) -> ReadBatcher {
+    let (raft, peers) = (raft.clone(), peers.clone());
+    ReadBatcher::new(move || {
+        let (raft, peers) = (raft.clone(), peers.clone());
+        async move {
+            let leader = raft.metrics().borrow().current_leader;
+            let addr = match leader {
+                Some(id) if id != me => leader::member(&raft, id).map(|n| n.raft_addr),
+                _ => None,
+            };
+            let Some(addr) = addr else {
+                return Err(LeaderError::NotLeader { leader });
+            };
+            peers
+                .read_index(&addr, false, timeout)
+                .await
+                .map_err(|e| match e {
+                    PeerCallError::Leader(e) => e,
+                    other => LeaderError::Unavailable(other.to_string()),
+                })
+        }
+    })
+}
 
 /// Where the leader is, as this node sees it.
 enum LeaderAt {
@@ -181,9 +215,14 @@ impl NodeCore {
                 LeaderAt::Peer(addr) => {
                     metrics::counter!("cairn_forwarded_requests_total", "kind" => "read_index")
                         .increment(1);
-                    self.peers
-                        .read_index(&addr, lease.is_some(), remaining)
-                        .await
+                    match lease {
+                        Some(_) => self.peers.read_index(&addr, true, remaining).await,
+                        None => self
+                            .remote_reads
+                            .read_index()
+                            .await
+                            .map_err(PeerCallError::from),
+                    }
                 }
                 LeaderAt::Unknown => Err(PeerCallError::Leader(LeaderError::NotLeader {
                     leader: None,

@@ -55,6 +55,8 @@ pub struct NodeCore {
     pub reachability: Reachability,
     /// Shared quorum rounds for linearizable reads when this node leads.
     pub reads: ReadBatcher,
+    /// Shared ReadIndex calls to the leader when this node follows.
+    pub remote_reads: ReadBatcher,
 }
 
 /// A running Cairn node.
@@ -93,7 +95,13 @@ impl Node {
         .await?;
         let core = Arc::new(NodeCore {
             reachability: Reachability::default(),
-            reads: ReadBatcher::new(raft.clone()),
+            reads: ReadBatcher::on_leader(raft.clone()),
+            remote_reads: crate::forward::remote_read_batcher(
+                &raft,
+                &peers,
+                config.id,
+                config.request_timeout(),
+            ),
             config,
             raft,
             state,

@@ -25,7 +25,14 @@ async fn expect_error(resp: reqwest::Response, status: u16, code: &str) -> Value
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_mib_binary_artifact_round_trips_byte_identical_with_range() {
     let _g = serial().await;
-    let c = Cluster::start(3, &[]).await;
+    // openraft 0.9 gives each AppendEntries one heartbeat interval; a 10 MiB
+    // entry must reach and be fsynced by a follower within it. A longer
+    // interval keeps this test about content, not about a loaded machine.
+    let c = Cluster::start(
+        3,
+        &["--heartbeat-ms", "300", "--election-timeout-ms", "1500"],
+    )
+    .await;
     let data = noise(10 * 1024 * 1024, 7);
     let checksum = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
 

@@ -63,7 +63,17 @@ impl RaftPeer for PeerService {
         req: tonic::Request<Payload>,
     ) -> Result<Response<Payload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode_arg(&req.into_inner().data)?;
-        reply(&self.raft.append_entries(rpc).await)
+        // openraft gives each AppendEntries one heartbeat interval, even for
+        // a batch holding a 16 MiB artifact. Run the append in its own task
+        // so that a caller who gave up does not cancel it: the append (and
+        // its fsync) completes, and the leader's identical retry then finds
+        // the entries in place and is answered at once. Appending entries
+        // that are already present is a no-op in Raft.
+        let raft = self.raft.clone();
+        let appended = tokio::spawn(async move { raft.append_entries(rpc).await })
+            .await
+            .map_err(|e| Status::internal(format!("append task failed: {e}")))?;
+        reply(&appended)
     }
 
     async fn vote(&self, req: tonic::Request<Payload>) -> Result<Response<Payload>, Status> {
