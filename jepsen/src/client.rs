@@ -49,6 +49,11 @@ struct ArtifactBody {
 }
 
 #[derive(Deserialize)]
+struct Grant {
+    token: u64,
+}
+
+#[derive(Deserialize)]
 struct KvBody {
     version: u64,
 }
@@ -267,6 +272,65 @@ impl Client {
             Ok(v) => Answer::Ok(v),
             // The write was acknowledged; only its answer got lost.
             Err(e) => Answer::Err(Status::Info, format!("acknowledged but unreadable: {e}")),
+        }
+    }
+
+    /// Acquires lock `name` for `owner`; returns the fencing token.
+    pub async fn acquire(
+        &self,
+        url: &str,
+        name: &str,
+        owner: &str,
+        ttl_ms: u64,
+        wait_ms: u64,
+    ) -> Answer<u64> {
+        let req = self
+            .http
+            .post(format!("{url}/v1/locks/{name}/acquire"))
+            .json(&serde_json::json!({ "owner": owner, "ttl_ms": ttl_ms, "wait_ms": wait_ms }));
+        match self.send(req).await {
+            Answer::Ok(r) => match r.json::<Grant>().await {
+                Ok(g) => Answer::Ok(g.token),
+                // Granted, but the token is lost to us: indeterminate.
+                Err(e) => Answer::Err(Status::Info, format!("granted but unreadable: {e}")),
+            },
+            Answer::Err(s, why) => Answer::Err(s, why),
+        }
+    }
+
+    /// Releases lock `name` held with `token`.
+    pub async fn release(&self, url: &str, name: &str, token: u64) -> Answer<()> {
+        let req = self
+            .http
+            .post(format!("{url}/v1/locks/{name}/release"))
+            .json(&serde_json::json!({ "token": token }));
+        match self.send(req).await {
+            Answer::Ok(_) => Answer::Ok(()),
+            Answer::Err(s, why) => Answer::Err(s, why),
+        }
+    }
+
+    /// Writes `value` to kv `key` fenced by lock `name` at `token`; returns
+    /// the version written.
+    pub async fn fenced_write(
+        &self,
+        url: &str,
+        key: &str,
+        value: &str,
+        name: &str,
+        token: u64,
+    ) -> Answer<u64> {
+        let req = self
+            .http
+            .put(format!("{url}/v1/kv/{key}"))
+            .header("X-Cairn-Fence", format!("{name}:{token}"))
+            .body(value.to_string());
+        match self.send(req).await {
+            Answer::Ok(r) => match r.json::<KvBody>().await {
+                Ok(b) => Answer::Ok(b.version),
+                Err(e) => Answer::Err(Status::Info, format!("acknowledged but unreadable: {e}")),
+            },
+            Answer::Err(s, why) => Answer::Err(s, why),
         }
     }
 

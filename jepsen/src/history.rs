@@ -96,8 +96,13 @@ pub enum Call {
         lock: String,
         /// The token the write carries.
         token: u64,
+        /// The guarded key.
+        key: String,
         /// The value written.
         value: String,
+        /// The version the store answered with.
+        #[serde(default)]
+        version: Option<u64>,
     },
 }
 

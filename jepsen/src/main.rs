@@ -36,6 +36,12 @@ enum Cmd {
         /// The `history.jsonl` file.
         history: PathBuf,
     },
+    /// Print a Markdown table of the runs under a results folder.
+    Table {
+        /// The parent folder of the runs.
+        #[arg(default_value = "jepsen-results")]
+        results: PathBuf,
+    },
     /// Remove every namespace, link and iptables rule of this harness
     /// (prefix `cjep`), and the processes in those namespaces.
     Cleanup,
@@ -210,6 +216,49 @@ async fn run_cmd(args: RunArgs) -> i32 {
     }
 }
 
+/// One row per `summary.json` under `results`, oldest first.
+fn table(results: &std::path::Path) -> anyhow::Result<String> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(results)?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.join("summary.json").exists())
+        .collect();
+    dirs.sort();
+    let mut out = String::from(
+        "| workload | nemesis | reads | store | s | ops | ok | fail | info | faults | anomalies | verdict |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for d in dirs {
+        let s: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("summary.json"))?)?;
+        let list = |v: &serde_json::Value| {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default()
+        };
+        let anomalies = s["verdict"]["anomalies"].as_array().map_or(0, Vec::len);
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            s["workload"].as_str().unwrap_or("?"),
+            list(&s["nemesis"]),
+            s["read_consistency"].as_str().unwrap_or("?"),
+            s["store"].as_str().unwrap_or("?"),
+            s["time_s"],
+            s["ops"],
+            s["ok"],
+            s["fail"],
+            s["info"],
+            s["faults"].as_array().map_or(0, Vec::len),
+            anomalies,
+            s["verdict"]["validity"].as_str().unwrap_or("?"),
+        ));
+    }
+    Ok(out)
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -227,6 +276,16 @@ async fn main() {
                     Err(e) => eprintln!("error: {e}"),
                 }
                 exit_code(v.validity)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                2
+            }
+        },
+        Cmd::Table { results } => match table(&results) {
+            Ok(t) => {
+                print!("{t}");
+                0
             }
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -17,7 +17,7 @@ use crate::client::{Client, Store};
 use crate::cluster::{self, Cluster, ClusterSpec};
 use crate::history::{FaultInterval, Op, Recorder, Status};
 use crate::nemesis::{self, Fault, Schedule};
-use crate::workload::{Ctx, Kind, Registers, SetAdds};
+use crate::workload::{Ctx, Kind, Locks, Registers, SetAdds};
 
 /// Where registers live, as asked on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -155,15 +155,11 @@ async fn wait_ready(cluster: &Cluster, http: &reqwest::Client, within: Duration)
 enum Work {
     Registers(Registers),
     Set(SetAdds),
+    Locks(Locks),
 }
 
 /// Runs one test and writes its results folder.
 pub async fn run(opts: Options, live: Live) -> anyhow::Result<Summary> {
-    if opts.workload == Kind::Lock {
-        anyhow::bail!(
-            "the lock workload needs the locks API (/v1/locks), which this cairn does not serve"
-        );
-    }
     let clock = opts.nemesis.contains(&Fault::Clock);
     let faketime = tokio::task::spawn_blocking(move || crate::tools::ensure(clock))
         .await?
@@ -221,7 +217,7 @@ async fn drive(
     }
     let store = match (opts.workload, opts.store) {
         (Kind::Set | Kind::Artifact, _) | (_, StoreChoice::Artifact) => Store::Artifact,
-        (_, StoreChoice::Kv) => Store::Kv,
+        (Kind::Lock, _) | (_, StoreChoice::Kv) => Store::Kv,
         (_, StoreChoice::Auto) => {
             if probe.kv_supported(&cluster.url(1)).await {
                 Store::Kv
@@ -230,6 +226,9 @@ async fn drive(
             }
         }
     };
+    if store == Store::Kv && !probe.kv_supported(&cluster.url(1)).await {
+        anyhow::bail!("this workload needs /v1/kv and /v1/locks, which this cairn does not serve");
+    }
     let client = Client::new(opts.client_timeout, opts.read_consistency.clone(), store)?;
     let final_client = Client::new(opts.client_timeout, "linearizable".into(), store)?;
     let recorder = Arc::new(Recorder::new(Some(&dir.join("history.jsonl")))?);
@@ -237,7 +236,8 @@ async fn drive(
     let work = Arc::new(match opts.workload {
         Kind::Register => Work::Registers(Registers::new(&tag, opts.keys, opts.ops_per_key, false)),
         Kind::Artifact => Work::Registers(Registers::new(&tag, opts.keys, opts.ops_per_key, true)),
-        Kind::Set | Kind::Lock => Work::Set(SetAdds::new(&tag)),
+        Kind::Set => Work::Set(SetAdds::new(&tag)),
+        Kind::Lock => Work::Locks(Locks::new(&tag, opts.keys.min(2))),
     });
     let urls: Arc<Vec<String>> = Arc::new((1..=cluster.size()).map(|i| cluster.url(i)).collect());
     let deadline = Instant::now() + opts.time;
@@ -258,15 +258,16 @@ async fn drive(
                     node: (node as u64 + 1, urls[node].clone()),
                     process,
                 };
-                let op = match &*work {
-                    Work::Registers(r) => r.step(&ctx, &mut rng).await,
-                    Work::Set(s) => s.step(&ctx).await,
+                let ops = match &*work {
+                    Work::Registers(r) => vec![r.step(&ctx, &mut rng).await],
+                    Work::Set(s) => vec![s.step(&ctx).await],
+                    Work::Locks(l) => l.step(&ctx, &mut rng).await,
                 };
-                if op.status == Status::Info {
+                if ops.iter().any(|o| o.status == Status::Info) {
                     // The operation may still be in flight: a new process.
                     process += concurrency;
                 }
-                if recorder.record(op).is_err() {
+                if ops.into_iter().any(|op| recorder.record(op).is_err()) {
                     break;
                 }
                 // A short pause keeps histories checkable and leaves the nodes
@@ -332,6 +333,18 @@ async fn drive(
                 recorder.record(r.final_read(&ctx, &key).await)?;
             }
         }
+        Work::Locks(l) => {
+            for key in l.guards() {
+                let node = rng.random_range(0..urls.len());
+                let ctx = Ctx {
+                    client: &final_client,
+                    recorder: &recorder,
+                    node: (node as u64 + 1, urls[node].clone()),
+                    process: u64::MAX,
+                };
+                recorder.record(l.final_read(&ctx, &key).await)?;
+            }
+        }
         Work::Set(s) => {
             for (node, url) in urls.iter().enumerate() {
                 let ctx = Ctx {
@@ -394,7 +407,8 @@ pub fn check(workload: Kind, ops: &[Op], budget: Duration) -> Verdict {
     match workload {
         Kind::Register | Kind::Artifact => checker::register::check(ops, budget),
         Kind::Set => checker::set::check(ops),
-        Kind::Lock => checker::lock::check(ops),
+        // Tokens and holders, and the guarded keys as registers.
+        Kind::Lock => checker::lock::check(ops).merge(checker::register::check(ops, budget)),
     }
 }
 

@@ -308,3 +308,122 @@ impl SetAdds {
         }
     }
 }
+
+/// Locks guarding a kv key: acquire, a few fenced writes (with pauses that
+/// may outlast the lease), sometimes a read of the guarded key, release.
+pub struct Locks {
+    tag: String,
+    locks: usize,
+}
+
+impl Locks {
+    /// `locks` locks named `<tag>-L<i>`, each guarding kv key `<tag>-guard-L<i>`.
+    pub fn new(tag: &str, locks: usize) -> Self {
+        Self {
+            tag: tag.to_string(),
+            locks: locks.max(1),
+        }
+    }
+
+    fn names(&self, i: usize) -> (String, String) {
+        (
+            format!("{}-L{i}", self.tag),
+            format!("{}-guard-L{i}", self.tag),
+        )
+    }
+
+    /// Every guarded key.
+    pub fn guards(&self) -> Vec<String> {
+        (0..self.locks).map(|i| self.names(i).1).collect()
+    }
+
+    /// One lock session; stops at the first indeterminate operation.
+    pub async fn step(&self, ctx: &Ctx<'_>, rng: &mut StdRng) -> Vec<Op> {
+        let (lock, guard) = self.names(rng.random_range(0..self.locks));
+        let url = &ctx.node.1;
+        let mut ops = Vec::new();
+        let id = ctx.recorder.next_id();
+        let invoke = ctx.recorder.now_ms();
+        let owner = format!("p{}", ctx.process);
+        let ttl = rng.random_range(300..2000);
+        let wait = rng.random_range(0..1000);
+        let token = match ctx.client.acquire(url, &lock, &owner, ttl, wait).await {
+            Answer::Ok(t) => {
+                let call = Call::Acquire {
+                    lock: lock.clone(),
+                    token: Some(t),
+                };
+                ops.push(ctx.op(id, call, invoke, Status::Ok, None));
+                t
+            }
+            Answer::Err(s, why) => {
+                let call = Call::Acquire {
+                    lock: lock.clone(),
+                    token: None,
+                };
+                ops.push(ctx.op(id, call, invoke, s, Some(why)));
+                return ops;
+            }
+        };
+        for _ in 0..rng.random_range(1..=3) {
+            // Sometimes longer than the lease: the store must refuse the
+            // write once the lock has moved on.
+            let nap = rng.random_range(0..ttl * 3 / 2);
+            tokio::time::sleep(std::time::Duration::from_millis(nap)).await;
+            let id = ctx.recorder.next_id();
+            let invoke = ctx.recorder.now_ms();
+            let value = format!("t{token}-{id}");
+            let (status, version, error) = match ctx
+                .client
+                .fenced_write(url, &guard, &value, &lock, token)
+                .await
+            {
+                Answer::Ok(v) => (Status::Ok, Some(v), None),
+                Answer::Err(s, why) => (s, None, Some(why)),
+            };
+            let call = Call::FencedWrite {
+                lock: lock.clone(),
+                token,
+                key: guard.clone(),
+                value,
+                version,
+            };
+            ops.push(ctx.op(id, call, invoke, status, error));
+            if status == Status::Info {
+                return ops;
+            }
+        }
+        if rng.random_bool(0.3) {
+            ops.push(guard_read(ctx, &guard).await);
+        }
+        let id = ctx.recorder.next_id();
+        let invoke = ctx.recorder.now_ms();
+        let (status, error) = match ctx.client.release(url, &lock, token).await {
+            Answer::Ok(()) => (Status::Ok, None),
+            Answer::Err(s, why) => (s, Some(why)),
+        };
+        let call = Call::Release { lock, token };
+        ops.push(ctx.op(id, call, invoke, status, error));
+        ops
+    }
+
+    /// A final read of a guarded key.
+    pub async fn final_read(&self, ctx: &Ctx<'_>, guard: &str) -> Op {
+        guard_read(ctx, guard).await
+    }
+}
+
+async fn guard_read(ctx: &Ctx<'_>, key: &str) -> Op {
+    let id = ctx.recorder.next_id();
+    let invoke = ctx.recorder.now_ms();
+    let (status, output, error) = match ctx.client.read(&ctx.node.1, key).await {
+        Answer::Ok((output, _)) => (Status::Ok, output, None),
+        Answer::Err(s, why) => (s, None, Some(why)),
+    };
+    let call = Call::Read {
+        key: key.to_string(),
+        output,
+        corrupt: None,
+    };
+    ctx.op(id, call, invoke, status, error)
+}

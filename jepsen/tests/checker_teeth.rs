@@ -200,7 +200,9 @@ fn fenced(id: u64, token: u64, status: Status, t0: f64, t1: f64) -> Op {
         Call::FencedWrite {
             lock: "L".into(),
             token,
+            key: "guard".into(),
             value: format!("w{id}"),
+            version: None,
         },
         status,
         t0,

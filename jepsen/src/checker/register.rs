@@ -106,6 +106,20 @@ pub fn check(ops: &[Op], budget: Duration) -> Verdict {
                     version: *version,
                 },
             ),
+            // A fenced write is a plain write to the guarded key: the lock
+            // checker judges its token, this one its effect on the key.
+            Call::FencedWrite {
+                key,
+                value,
+                version,
+                ..
+            } => (
+                key,
+                RegOp::Write {
+                    value: intern(value, &mut values),
+                    version: *version,
+                },
+            ),
             Call::Cas { key, expect, value } => (
                 key,
                 RegOp::Cas {
