@@ -24,4 +24,5 @@ pub mod net;
 pub mod plot;
 pub mod run;
 pub mod tools;
+pub mod watch;
 pub mod workload;

@@ -240,6 +240,17 @@ async fn drive(
         Kind::Lock => Work::Locks(Locks::new(&tag, opts.keys.min(2))),
     });
     let urls: Arc<Vec<String>> = Arc::new((1..=cluster.size()).map(|i| cluster.url(i)).collect());
+    // Follow the change stream of this run's kv keys for the whole run.
+    let watched = Arc::new(Mutex::new(crate::watch::Watched::default()));
+    let (watch_stop, watch_rx) = tokio::sync::watch::channel(false);
+    let watcher = (store == Store::Kv).then(|| {
+        tokio::spawn(crate::watch::follow(
+            urls.to_vec(),
+            format!("kv/{tag}-"),
+            watched.clone(),
+            watch_rx,
+        ))
+    });
     let deadline = Instant::now() + opts.time;
 
     let mut workers = Vec::new();
@@ -359,11 +370,40 @@ async fn drive(
     }
     let ops = recorder.finish()?;
 
+    let mut watch_verdict = None;
+    if let Some(watcher) = watcher {
+        // Give the stream a bounded time to deliver the last writes.
+        let until = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < until {
+            let done = {
+                let w = watched.lock().unwrap_or_else(|p| p.into_inner());
+                checker::watch::complete(&ops, &w.events)
+            };
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = watch_stop.send(true);
+        watcher.await?;
+        let w = watched.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines = Vec::new();
+        for e in &w.events {
+            lines.extend(serde_json::to_vec(e)?);
+            lines.push(b'\n');
+        }
+        std::fs::write(dir.join("watch.jsonl"), lines)?;
+        watch_verdict = Some(checker::watch::check(&ops, &w.events, &w.errors));
+    }
+
     let check_budget = opts.check_budget;
     let workload = opts.workload;
     let check_ops = ops.clone();
-    let verdict =
+    let mut verdict =
         tokio::task::spawn_blocking(move || check(workload, &check_ops, check_budget)).await?;
+    if let Some(w) = watch_verdict {
+        verdict = verdict.merge(w);
+    }
 
     let summary = summarize(
         opts,

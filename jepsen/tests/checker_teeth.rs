@@ -274,3 +274,34 @@ fn correctly_fenced_lock_history_is_valid() {
     let v = lock::check(&ops);
     assert_eq!(v.validity, Validity::Valid, "{v:?}");
 }
+
+fn event(revision: u64, key: &str, version: u64) -> cairn_jepsen::watch::WatchEvent {
+    cairn_jepsen::watch::WatchEvent {
+        revision,
+        kind: "put".into(),
+        key: format!("kv/{key}"),
+        version: Some(version),
+    }
+}
+
+#[test]
+fn watch_that_misses_an_acknowledged_write_is_caught() {
+    use cairn_jepsen::checker::watch;
+    let ops = vec![
+        op(1, write("k", "a", Some(1)), Status::Ok, 0.0, 10.0),
+        op(2, write("k", "b", Some(2)), Status::Ok, 20.0, 30.0),
+        // Indeterminate writes need not show up.
+        op(3, write("k", "c", None), Status::Info, 40.0, 50.0),
+    ];
+    let all = vec![event(5, "k", 1), event(9, "k", 2)];
+    assert!(watch::complete(&ops, &all));
+    assert_eq!(watch::check(&ops, &all, &[]).validity, Validity::Valid);
+    let missed = vec![event(5, "k", 1)];
+    assert!(!watch::complete(&ops, &missed));
+    let v = watch::check(&ops, &missed, &[]);
+    assert_eq!(v.validity, Validity::Invalid);
+    assert_eq!(v.anomalies[0].kind, "watch-missed");
+    let reordered = vec![event(9, "k", 2), event(5, "k", 1)];
+    let v = watch::check(&ops, &reordered, &[]);
+    assert!(v.anomalies.iter().any(|a| a.kind == "watch-order"), "{v:?}");
+}

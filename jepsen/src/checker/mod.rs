@@ -4,6 +4,7 @@ pub mod linear;
 pub mod lock;
 pub mod register;
 pub mod set;
+pub mod watch;
 
 use serde::{Deserialize, Serialize};
 
