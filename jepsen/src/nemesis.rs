@@ -1,7 +1,8 @@
 //! Nemeses: the faults, and the schedule that injects and heals them.
 //!
-//! Each cycle waits a quiet period, picks one of the requested faults at
-//! random, holds it, then heals everything (network rules flushed, paused
+//! Each cycle waits a quiet period, takes the next of the requested faults
+//! (round-robin from a random start; targets and shapes are random), holds
+//! it, then heals everything (network rules flushed, paused
 //! nodes continued, killed nodes restarted, clocks reset). Composition is by
 //! listing several: `--nemesis partition,kill,pause`.
 
@@ -160,11 +161,15 @@ pub async fn run(
     if schedule.faults.iter().all(|f| *f == Fault::None) {
         return Ok(intervals);
     }
+    // Round-robin from a random start, so every listed fault gets its turn
+    // even in a short run.
+    let mut turn = rng.random_range(0..schedule.faults.len());
     loop {
         if wait_or_stop(&mut stop, schedule.quiet).await {
             return Ok(intervals);
         }
-        let fault = schedule.faults[rng.random_range(0..schedule.faults.len())];
+        let fault = schedule.faults[turn % schedule.faults.len()];
+        turn += 1;
         let start_ms = recorder.now_ms();
         let detail = match inject(fault, &cluster, &http, &mut rng).await {
             Ok(d) => d,
