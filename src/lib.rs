@@ -15,10 +15,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod forward;
 pub mod health;
+pub mod join;
 pub mod node;
 pub mod probe;
 pub mod status;
