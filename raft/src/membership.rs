@@ -232,7 +232,7 @@ pub async fn transfer_leadership(
     let deadline = Instant::now() + timeout;
     let m = raft.metrics().borrow().clone();
     ensure_leader(&m)?;
-    let target = match to {
+    let mut target = match to {
         Some(id) if id == m.id => return Ok(id),
         Some(id) => id,
         None => successor(&m).ok_or_else(|| {
@@ -240,7 +240,7 @@ pub async fn transfer_leadership(
         })?,
     };
     let membership = m.membership_config.membership();
-    let node = membership
+    let mut node = membership
         .get_node(&target)
         .cloned()
         .ok_or(MembershipError::NotFound(target))?;
@@ -260,16 +260,16 @@ pub async fn transfer_leadership(
     // The first campaign is usually refused: the voters' leader lease has
     // not run out. It still makes this leader see the higher term and step
     // down, which frees its vote; one more campaign a couple of heartbeats
-    // later then wins. Campaigning more often than that aborts the
-    // target's own campaign in flight, so further attempts are spaced by
-    // a whole election round.
+    // later then wins. Asking again too soon would abort the target's own
+    // campaign in flight, so while nobody leads the target is asked every
+    // few heartbeats, and while this node still leads once per election
+    // timeout.
     let config = raft.config();
-    let quick = Duration::from_millis(config.heartbeat_interval * 2);
-    let slow = Duration::from_millis(config.election_timeout_max * 2);
+    let quick = Duration::from_millis((config.heartbeat_interval * 2).max(150));
+    let slow = Duration::from_millis(config.election_timeout_max);
     let me = m.id;
     let mut rx = raft.metrics();
     let mut last_ask: Option<Instant> = None;
-    let mut asked_leaderless = false;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
@@ -278,7 +278,18 @@ pub async fn transfer_leadership(
                 timeout.as_millis()
             )));
         }
-        let leader = rx.borrow_and_update().current_leader;
+        let now = rx.borrow_and_update().clone();
+        let leader = now.current_leader;
+        if leader == Some(me) && to.is_none() {
+            // Writes keep arriving until this node steps down: the voter
+            // holding most of the log is the one that can win.
+            if let Some(best) = successor(&now).filter(|&b| b != target) {
+                if let Some(n) = now.membership_config.membership().get_node(&best) {
+                    target = best;
+                    node = n.clone();
+                }
+            }
+        }
         let since = last_ask.map_or(Duration::MAX, |t| t.elapsed());
         let ask = match leader {
             Some(l) if l == target => return Ok(l),
@@ -291,11 +302,7 @@ pub async fn transfer_leadership(
                 )));
             }
             Some(_) => since >= slow,
-            None if !asked_leaderless && since >= quick => {
-                asked_leaderless = true;
-                true
-            }
-            None => since >= slow,
+            None => since >= quick,
         };
         if ask {
             last_ask = Some(Instant::now());
