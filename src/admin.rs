@@ -126,7 +126,7 @@ pub async fn init(
         Command::InitCluster {
             cluster_id: cluster_id.clone(),
         },
-        None,
+        crate::forward::WriteOptions::default(),
     )
     .await
     .map_err(|e| unavailable(&e))?;
