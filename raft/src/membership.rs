@@ -262,11 +262,11 @@ pub async fn transfer_leadership(
     // down, which frees its vote; one more campaign a couple of heartbeats
     // later then wins. Asking again too soon would abort the target's own
     // campaign in flight, so while nobody leads the target is asked every
-    // few heartbeats, and while this node still leads once per election
-    // timeout.
+    // two heartbeats, and while this node still leads once per (minimum)
+    // election timeout.
     let config = raft.config();
     let quick = Duration::from_millis((config.heartbeat_interval * 2).max(150));
-    let slow = Duration::from_millis(config.election_timeout_max);
+    let slow = Duration::from_millis(config.election_timeout_min);
     let me = m.id;
     let mut rx = raft.metrics();
     let mut last_ask: Option<Instant> = None;
