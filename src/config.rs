@@ -39,6 +39,28 @@ impl std::str::FromStr for InitialCluster {
     }
 }
 
+/// A bearer token: its `Debug` never shows the value, so it cannot leak
+/// into logs through a printed config.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("a token may not be empty".into());
+        }
+        Ok(Self(s.to_string()))
+    }
+}
+
 /// Everything a node needs to run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeConfig {
@@ -108,6 +130,28 @@ pub struct NodeConfig {
     /// commit index by more than this many entries.
     #[arg(long, env = "CAIRN_READY_MAX_LAG", default_value_t = 1_000)]
     pub ready_max_lag: u64,
+    /// Ask a running member (any node's API URL) to add this node as a
+    /// learner on first start, instead of bootstrapping a cluster.
+    #[arg(long, env = "CAIRN_JOIN")]
+    pub join: Option<String>,
+    /// With `--join`: once caught up, promote this node to voter.
+    #[arg(long, env = "CAIRN_VOTER", requires = "join")]
+    pub voter: bool,
+    /// Bearer token required on `/v1/cluster*` (off when unset). Also sent
+    /// by `--join`.
+    #[arg(long, env = "CAIRN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+    /// Bearer token required on the data API, `/v1/*` except the cluster
+    /// endpoints (off when unset).
+    #[arg(long, env = "CAIRN_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<Secret>,
+    /// On SIGTERM, how long the node keeps serving while `/health/ready`
+    /// fails, so load balancers stop sending before it stops accepting.
+    #[arg(long, env = "CAIRN_SHUTDOWN_DRAIN_MS", default_value_t = 1_000)]
+    pub shutdown_drain_ms: u64,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    #[arg(long, env = "CAIRN_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
 }
 
 impl NodeConfig {
@@ -137,6 +181,11 @@ impl NodeConfig {
         self.advertise_raft_addr
             .as_deref()
             .unwrap_or(&self.raft_addr)
+    }
+
+    /// How long in-flight requests may take to finish on shutdown.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
     }
 
     /// The request deadline.
@@ -187,5 +236,16 @@ mod tests {
         assert_eq!(c.max_content_bytes, 16 * 1024 * 1024);
         assert_eq!(c.compression_threshold, 1024);
         assert_eq!(c.public_api_addr(), "127.0.0.1:7070");
+        assert!(c.admin_token.is_none() && c.api_token.is_none() && c.join.is_none());
+    }
+
+    #[test]
+    fn tokens_never_show_in_debug_output() {
+        let mut c = NodeConfig::new(1, "d".into(), "a:1".into(), "b:2".into());
+        c.admin_token = Some("hunter2-admin".parse().unwrap());
+        c.api_token = Some("hunter2-api".parse().unwrap());
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!("".parse::<Secret>().is_err());
     }
 }

@@ -19,12 +19,15 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod embed;
 pub mod forward;
 pub mod health;
 pub mod housekeeping;
+pub mod join;
 pub mod node;
 pub mod ops;
 pub mod probe;

@@ -1,4 +1,6 @@
-//! The `cairn` command: run a node.
+//! The `cairn` command: run a node, or administer a cluster.
+
+mod admin_cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -20,6 +22,8 @@ struct Cli {
 enum Cmd {
     /// Run a node (the default: a one-node cluster in ./cairn-data).
     Serve(Box<NodeConfig>),
+    /// Administer a running cluster through its admin API.
+    Admin(admin_cli::AdminArgs),
 }
 
 fn init_tracing() {
@@ -80,5 +84,6 @@ async fn main() -> anyhow::Result<()> {
     });
     match command {
         Cmd::Serve(config) => serve(*config).await,
+        Cmd::Admin(args) => admin_cli::run(args).await,
     }
 }

@@ -57,6 +57,8 @@ pub struct NodeCore {
     pub reads: ReadBatcher,
     /// Shared ReadIndex calls to the leader when this node follows.
     pub remote_reads: ReadBatcher,
+    /// Membership changes in progress and the shutdown drain.
+    pub ops: crate::admin::Operations,
 }
 
 /// A running Cairn node.
@@ -102,6 +104,7 @@ impl Node {
                 config.id,
                 config.request_timeout(),
             ),
+            ops: crate::admin::Operations::default(),
             config,
             raft,
             state,
@@ -186,14 +189,25 @@ impl Node {
         self.api_addr
     }
 
-    /// Stops accepting requests, finishes those in flight, stops Raft and
-    /// flushes the store.
+    /// Fails readiness and hands leadership to another voter, keeps
+    /// serving for the drain period, then stops accepting requests, gives
+    /// those in flight until the shutdown deadline, stops Raft and flushes
+    /// the store.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         tracing::info!(id = self.core.config.id, "shutting down");
+        crate::admin::drain(&self.core).await;
         self.stop.cancel();
-        for task in self.tasks {
-            if let Err(e) = task.await {
-                tracing::warn!(error = %e, "task ended abnormally");
+        let deadline = tokio::time::Instant::now() + self.core.config.shutdown_timeout();
+        for mut task in self.tasks {
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "task ended abnormally"),
+                Err(_) => {
+                    tracing::warn!(
+                        "requests still in flight at the shutdown deadline; dropping them"
+                    );
+                    task.abort();
+                }
             }
         }
         if let Err(e) = self.core.raft.shutdown().await {
@@ -208,7 +222,8 @@ impl Node {
 }
 
 /// Forms the cluster on first start: alone, or, with `--initial-cluster`,
-/// the lowest id gathers every founding member's addresses and initialises.
+/// the lowest id gathers every founding member's addresses and initialises;
+/// with `--join`, asks a running cluster to add this node instead.
 async fn bootstrap(core: Arc<NodeCore>, stop: CancellationToken) {
     let id = core.config.id;
     match core.raft.is_initialized().await {
@@ -218,6 +233,9 @@ async fn bootstrap(core: Arc<NodeCore>, stop: CancellationToken) {
             tracing::error!(error = %e, "cannot tell whether raft is initialised");
             return;
         }
+    }
+    if let Some(url) = core.config.join.clone() {
+        return crate::join::run(core, url, stop).await;
     }
     let me = PeerNode {
         api_addr: core.config.public_api_addr().to_string(),

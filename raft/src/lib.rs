@@ -4,7 +4,7 @@
 //! ([`network::PeerNetwork`], one reused channel per peer, a deadline on every
 //! call, snapshots streamed from their file in chunks), the server side
 //! ([`server::PeerService`]: AppendEntries, Vote, InstallSnapshot, Forward,
-//! ReadIndex, Hello), and the leader-side primitives that both the local API
+//! ReadIndex, Hello, Elect), membership changes ([`membership`]), and the leader-side primitives that both the local API
 //! and forwarded requests use ([`leader`]). Raft settings are in [`config`].
 //!
 //! It does not know HTTP or the shape of the API; it moves Raft messages and
@@ -26,6 +26,7 @@
 
 pub mod config;
 pub mod leader;
+pub mod membership;
 pub mod network;
 pub mod read_batch;
 pub mod server;

@@ -119,6 +119,14 @@ impl PeerNetwork {
             .await?;
         Ok(reply.into_inner())
     }
+
+    /// Asks the node at `addr` to campaign for leadership now.
+    pub async fn elect(&self, addr: &str, timeout: Duration) -> Result<(), PeerCallError> {
+        self.client(addr)?
+            .elect(with_timeout(Empty {}, timeout))
+            .await?;
+        Ok(())
+    }
 }
 
 fn with_timeout<T>(msg: T, timeout: Duration) -> tonic::Request<T> {

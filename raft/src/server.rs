@@ -142,4 +142,14 @@ impl RaftPeer for PeerService {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(info))
     }
+
+    async fn elect(&self, _req: tonic::Request<Empty>) -> Result<Response<Empty>, Status> {
+        tracing::info!("asked to campaign for leadership");
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(Empty {}))
+    }
 }

@@ -61,6 +61,9 @@ pub enum ApiError {
     /// 503: no leader or quorum within the deadline.
     #[error("{0}")]
     Unavailable(String),
+    /// 504: the operation did not finish within its deadline.
+    #[error("{0}")]
+    Timeout(String),
     /// 500: a bug, or stored data that is not what it must be.
     #[error("{0}")]
     Internal(String),
@@ -81,6 +84,7 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "invalid"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -137,7 +141,10 @@ impl IntoResponse for ApiError {
         {
             body["current_version"] = json!(current_version);
         }
-        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        if status.is_server_error()
+            && status != StatusCode::SERVICE_UNAVAILABLE
+            && status != StatusCode::GATEWAY_TIMEOUT
+        {
             tracing::error!(%status, message = %self, "request failed");
         }
         let mut response = (status, Json(json!({ "error": body }))).into_response();

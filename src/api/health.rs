@@ -19,6 +19,12 @@ pub async fn live() -> Response {
 /// `GET /health/ready`: 200 only when this node is a member, knows a
 /// leader, and has applied to within the configured lag of the commit index.
 pub async fn ready(State(core): State<AppState>) -> Response {
+    if core.ops.is_draining() {
+        // Shutting down: tell balancers to stop sending here while the
+        // requests already on their way are still served.
+        let body = json!({ "ready": false, "failing": ["shutting_down"] });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     let a = assess(&core).await;
     let status = if a.ready {
         StatusCode::OK

@@ -2,7 +2,9 @@
 //! request helpers. Handlers are thin: validate, build a command or read,
 //! let the node core do the rest.
 
+mod admin;
 mod artifacts;
+pub mod auth;
 mod cluster;
 pub mod error;
 mod health;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::map_response_with_state;
+use axum::middleware::{from_fn_with_state, map_response_with_state};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
@@ -72,6 +74,7 @@ pub fn router(core: AppState) -> Router {
         )
         .route("/v1/watch", get(watch::stream))
         .route("/v1/cluster", get(cluster::status))
+        .merge(admin::routes(core.clone()))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health", get(health::health))
@@ -79,6 +82,7 @@ pub fn router(core: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Each handler enforces its own documented limit (413 in our format).
         .layer(DefaultBodyLimit::disable())
+        .layer(from_fn_with_state(core.clone(), auth::require_token))
         .layer(map_response_with_state(core.clone(), add_node_header))
         .with_state(core)
 }

@@ -147,6 +147,8 @@ impl Drop for TestNode {
 pub struct Cluster {
     pub nodes: Vec<TestNode>,
     pub http: reqwest::Client,
+    /// The `--admin-token` the nodes were started with, sent on `/v1/cluster`.
+    pub admin_token: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -198,7 +200,13 @@ impl Cluster {
                 }
             })
             .collect();
+        let admin_token = extra
+            .iter()
+            .position(|f| *f == "--admin-token")
+            .and_then(|i| extra.get(i + 1))
+            .map(|t| t.to_string());
         let mut cluster = Cluster {
+            admin_token,
             nodes,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -227,12 +235,14 @@ impl Cluster {
 
     /// `GET /v1/cluster` of node `id`, if it answers.
     pub async fn cluster_status(&self, id: u64) -> Option<Value> {
-        let resp = self
-            .http
-            .get(self.node(id).url("/v1/cluster"))
-            .send()
-            .await
-            .ok()?;
+        let mut req = self.http.get(self.node(id).url("/v1/cluster"));
+        if let Some(t) = &self.admin_token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
         resp.json().await.ok()
     }
 
@@ -300,6 +310,99 @@ impl Cluster {
             404 => None,
             other => panic!("GET {id} via {via}: {other} {}", resp.text().await.unwrap()),
         }
+    }
+}
+
+impl Cluster {
+    /// Starts a fresh node with the next id that joins the cluster through
+    /// node `via` (`--join`), with `extra` flags; returns its id.
+    pub fn join_node(&mut self, via: u64, extra: &[&str]) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let (api, raft) = (free_port(), free_port());
+        let node_dir = self.dir.path().join(format!("node{id}"));
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let mut args: Vec<String> = vec![
+            "--id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            node_dir.join("data").display().to_string(),
+            "--api-addr".into(),
+            format!("127.0.0.1:{api}"),
+            "--raft-addr".into(),
+            format!("127.0.0.1:{raft}"),
+            "--join".into(),
+            self.node(via).base_url(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut node = TestNode {
+            id,
+            api: format!("127.0.0.1:{api}"),
+            raft: format!("127.0.0.1:{raft}"),
+            dir: node_dir,
+            args,
+            child: None,
+        };
+        node.start();
+        self.nodes.push(node);
+        id
+    }
+
+    /// Calls the admin API of node `via` with the cluster's admin token;
+    /// returns the status and the JSON body (`Null` when empty).
+    pub async fn admin(
+        &self,
+        via: u64,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, self.node(via).url(path));
+        if let Some(t) = &self.admin_token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, value)
+    }
+
+    /// The members as node `via` reports them: id → (role, matched_index).
+    pub async fn members(&self, via: u64) -> Option<Vec<(u64, String, Option<u64>)>> {
+        let status = self.cluster_status(via).await?;
+        Some(
+            status["members"]
+                .as_array()?
+                .iter()
+                .map(|m| {
+                    (
+                        m["id"].as_u64().unwrap(),
+                        m["role"].as_str().unwrap().to_string(),
+                        m["matched_index"].as_u64(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Ids of the voters node `via` reports, sorted.
+    pub async fn voters(&self, via: u64) -> Option<Vec<u64>> {
+        let mut v: Vec<u64> = self
+            .members(via)
+            .await?
+            .into_iter()
+            .filter(|(_, role, _)| role == "voter")
+            .map(|(id, _, _)| id)
+            .collect();
+        v.sort_unstable();
+        Some(v)
     }
 }
 
