@@ -17,11 +17,14 @@
 
 pub mod api;
 pub mod config;
+pub mod diagnose;
 pub mod forward;
 pub mod health;
+pub mod integrity;
 pub mod node;
 pub mod probe;
 pub mod status;
+pub mod telemetry;
 
 pub use config::NodeConfig;
 pub use node::Node;

@@ -20,6 +20,8 @@ struct Cli {
 enum Cmd {
     /// Run a node (the default: a one-node cluster in ./cairn-data).
     Serve(Box<NodeConfig>),
+    /// Report the health of every node, with hints; exits 1 when unhealthy.
+    Diagnose(cairn::diagnose::DiagnoseArgs),
 }
 
 fn init_tracing() {
@@ -80,5 +82,17 @@ async fn main() -> anyhow::Result<()> {
     });
     match command {
         Cmd::Serve(config) => serve(*config).await,
+        Cmd::Diagnose(args) => {
+            let report = cairn::diagnose::diagnose(&args).await;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", cairn::diagnose::render(&report));
+            }
+            if !report.healthy {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

@@ -51,6 +51,8 @@ pub struct NodeCore {
     pub peers: PeerNetwork,
     /// Which members this node can reach.
     pub reachability: Reachability,
+    /// What this node knows of damaged stored content.
+    pub integrity: crate::integrity::Integrity,
 }
 
 /// A running Cairn node.
@@ -75,6 +77,7 @@ impl Node {
     /// Opens the data directory, starts Raft, the peer server and the HTTP
     /// API, and (on first start) bootstraps or joins the cluster.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        crate::telemetry::install();
         let store = Store::open(&config.data_dir)?;
         let state = store.state_machine.reader();
         let peers = PeerNetwork::default();
@@ -89,6 +92,7 @@ impl Node {
         .await?;
         let core = Arc::new(NodeCore {
             reachability: Reachability::default(),
+            integrity: crate::integrity::Integrity::default(),
             config,
             raft,
             state,
@@ -105,11 +109,13 @@ impl Node {
             initialized: false,
         };
         let service = PeerService::new(core.raft.clone(), info, core.config.lease()).into_server();
+        let maintenance = crate::integrity::service::MaintenanceService::server(core.clone());
         let grpc_stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);
             let served = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(maintenance)
                 .serve_with_incoming_shutdown(incoming, grpc_stop.cancelled_owned())
                 .await;
             if let Err(e) = served {
@@ -136,6 +142,18 @@ impl Node {
         }));
 
         tasks.push(tokio::spawn(crate::probe::run(core.clone(), stop.clone())));
+        tasks.push(tokio::spawn(crate::telemetry::sample(
+            core.clone(),
+            stop.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::telemetry::watch_leader(
+            core.clone(),
+            stop.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::integrity::run(
+            core.clone(),
+            stop.clone(),
+        )));
         tasks.push(tokio::spawn(bootstrap(core.clone(), stop.clone())));
         tracing::info!(
             id = core.config.id,

@@ -371,11 +371,16 @@ async fn barrier(state: &AppState, param: Option<&str>) -> Result<u64, ApiError>
     Ok(state.state.applied_index())
 }
 
+/// Damaged content is never served: it is reported (counted, repaired from
+/// a healthy member in the background) and the client is told to retry.
 fn corrupt(state: &AppState, id: &str, e: cairn_storage::Corrupt) -> ApiError {
-    metrics::counter!("cairn_checksum_failures_total").increment(1);
-    tracing::error!(node = state.config.id, artifact = id, error = %e, "stored content failed verification");
-    ApiError::Internal(format!(
-        "artifact {id}: stored content failed checksum verification on this node and is not served"
+    state
+        .integrity
+        .report(id, &e.to_string(), crate::integrity::FoundBy::Read);
+    ApiError::Unavailable(format!(
+        "artifact {id}: stored content failed checksum verification on node {} and is not served; \
+         it is being repaired from a healthy member, retry shortly",
+        state.config.id
     ))
 }
 

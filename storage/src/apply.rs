@@ -84,7 +84,7 @@ pub fn apply_request(
             }
             Response::Noop
         }
-        Command::Tick => Response::Noop,
+        Command::Tick | Command::DigestMarker => Response::Noop,
     };
 
     if let Some(idem) = &req.idempotency {

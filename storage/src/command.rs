@@ -110,6 +110,9 @@ pub enum Command {
     },
     /// Advances the replicated clock; expires what is due.
     Tick,
+    /// Changes nothing; every replica records a digest of its state right
+    /// after applying it, so replicas can be compared at one log position.
+    DigestMarker,
 }
 
 impl Command {
@@ -120,6 +123,7 @@ impl Command {
             Command::DeleteArtifact { .. } => "delete_artifact",
             Command::InitCluster { .. } => "init_cluster",
             Command::Tick => "tick",
+            Command::DigestMarker => "digest_marker",
         }
     }
 }

@@ -21,10 +21,12 @@ pub mod artifact;
 pub mod codec;
 pub mod command;
 pub mod error;
+pub mod integrity;
 pub mod keys;
 pub mod log_store;
 pub mod snapshot;
 pub mod state_machine;
+pub mod telemetry;
 pub mod types;
 pub mod view;
 
