@@ -63,7 +63,7 @@ async fn all_perfect(c: &Cluster) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_follower_lowers_the_others_scores_and_diagnose_fails_until_it_returns() {
     let _g = serial().await;
-    let mut c = Cluster::start(3, &[]).await;
+    let mut c = Cluster::start(3, &["--min-free-disk-percent", "1"]).await;
     all_perfect(&c).await;
     let (code, text) = diagnose(&c, false);
     assert_eq!(code, 0, "diagnose of a healthy cluster:\n{text}");
@@ -338,7 +338,11 @@ async fn test_hooks_are_off_by_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_metric_family_appears_after_a_short_load() {
     let _g = serial().await;
-    let c = Cluster::start(3, &["--snapshot-every", "40"]).await;
+    let c = Cluster::start(
+        3,
+        &["--snapshot-every", "40", "--min-free-disk-percent", "1"],
+    )
+    .await;
     let leader = c.wait_for_leader(Duration::from_secs(10)).await;
     let follower = c.others(leader)[0];
     let text = "compressible text ".repeat(300);
