@@ -91,6 +91,19 @@ pub struct NodeConfig {
     /// Log entries kept behind a snapshot for lagging followers.
     #[arg(long, env = "CAIRN_KEEP_BEHIND_SNAPSHOT", default_value_t = 1_000)]
     pub keep_behind_snapshot: u64,
+    /// How often the leader checks for due TTLs and leases (and ticks the
+    /// replicated clock when one is due).
+    #[arg(long, env = "CAIRN_TICK_MS", default_value_t = 250)]
+    pub tick_ms: u64,
+    /// Largest key/value value accepted.
+    #[arg(long, env = "CAIRN_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_value_bytes: usize,
+    /// Watch history kept: at most this many events...
+    #[arg(long, env = "CAIRN_WATCH_HISTORY_EVENTS", default_value_t = 100_000)]
+    pub watch_history_events: u64,
+    /// ...and none older than this (replicated ms).
+    #[arg(long, env = "CAIRN_WATCH_HISTORY_MS", default_value_t = 24 * 60 * 60 * 1000)]
+    pub watch_history_ms: u64,
     /// `/health/ready` fails when this node's applied index trails the
     /// commit index by more than this many entries.
     #[arg(long, env = "CAIRN_READY_MAX_LAG", default_value_t = 1_000)]

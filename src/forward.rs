@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cairn_raft::leader::{self, LeaderError, WriteOutcome};
 use cairn_raft::network::PeerCallError;
-use cairn_storage::{Command, Idempotency, Request};
+use cairn_storage::{Command, Fence, Idempotency, Request};
 use tokio::time::Instant;
 
 use crate::node::NodeCore;
@@ -41,6 +41,15 @@ impl std::str::FromStr for Consistency {
             )),
         }
     }
+}
+
+/// How a write is made: the client's idempotency key and fence, if any.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// `Idempotency-Key`: a retry with the same key returns the first outcome.
+    pub idempotency_key: Option<String>,
+    /// `X-Cairn-Fence`: apply only while this lock is held with this token.
+    pub fence: Option<Fence>,
 }
 
 /// The cluster could not serve the request within its deadline.
@@ -93,17 +102,19 @@ impl NodeCore {
     }
 
     /// An idempotency key for a write: the client's, or one of our own so
-    /// that retrying after an ambiguous failure never applies twice.
-    fn idempotency(&self, client_key: Option<String>) -> Idempotency {
+    /// that retrying after an ambiguous failure never applies twice (not
+    /// needed for commands that are idempotent by nature).
+    fn idempotency(&self, client_key: Option<String>, command: &Command) -> Option<Idempotency> {
         match client_key {
-            Some(key) => Idempotency {
+            Some(key) => Some(Idempotency {
                 key: format!("c/{key}"),
                 retain_ms: self.config.idempotency_retention_ms,
-            },
-            None => Idempotency {
+            }),
+            None if command.is_naturally_idempotent() => None,
+            None => Some(Idempotency {
                 key: format!("a/{}/{}", self.config.id, uuid::Uuid::now_v7()),
                 retain_ms: AUTO_KEY_RETENTION_MS,
-            },
+            }),
         }
     }
 
@@ -111,12 +122,13 @@ impl NodeCore {
     pub async fn write(
         &self,
         command: Command,
-        client_key: Option<String>,
+        opts: WriteOptions,
     ) -> Result<WriteOutcome, Unavailable> {
         let deadline = Instant::now() + self.config.request_timeout();
         let req = Request {
             now_ms: leader::wall_clock_ms(),
-            idempotency: Some(self.idempotency(client_key)),
+            idempotency: self.idempotency(opts.idempotency_key, &command),
+            fence: opts.fence,
             command,
         };
         let mut backoff = Backoff::new();
@@ -127,7 +139,7 @@ impl NodeCore {
                     .await
                     .map_err(PeerCallError::from),
                 LeaderAt::Peer(addr) => {
-                    metrics::counter!("cairn_forwarded_requests_total", "kind" => "write")
+                    metrics::counter!(cairn_storage::telemetry::FORWARDED_REQUESTS, "kind" => "write")
                         .increment(1);
                     self.peers.forward(&addr, &req, remaining).await
                 }
@@ -165,7 +177,7 @@ impl NodeCore {
                     .await
                     .map_err(PeerCallError::from),
                 LeaderAt::Peer(addr) => {
-                    metrics::counter!("cairn_forwarded_requests_total", "kind" => "read_index")
+                    metrics::counter!(cairn_storage::telemetry::FORWARDED_REQUESTS, "kind" => "read_index")
                         .increment(1);
                     self.peers
                         .read_index(&addr, lease.is_some(), remaining)

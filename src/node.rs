@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
+use crate::forward::WriteOptions;
 use crate::probe::Reachability;
 
 /// Why a node could not start.
@@ -146,11 +147,19 @@ impl Node {
             core.clone(),
             stop.clone(),
         )));
+        tasks.push(tokio::spawn(crate::telemetry::watch_expiries(
+            core.clone(),
+            stop.clone(),
+        )));
         tasks.push(tokio::spawn(crate::telemetry::watch_leader(
             core.clone(),
             stop.clone(),
         )));
         tasks.push(tokio::spawn(crate::integrity::run(
+            core.clone(),
+            stop.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::housekeeping::run(
             core.clone(),
             stop.clone(),
         )));
@@ -248,15 +257,10 @@ async fn bootstrap(core: Arc<NodeCore>, stop: CancellationToken) {
     }
     let cluster_id = uuid::Uuid::now_v7().to_string();
     while !stop.is_cancelled() {
-        match core
-            .write(
-                Command::InitCluster {
-                    cluster_id: cluster_id.clone(),
-                },
-                None,
-            )
-            .await
-        {
+        let init = Command::InitCluster {
+            cluster_id: cluster_id.clone(),
+        };
+        match core.write(init, WriteOptions::default()).await {
             Ok(_) => {
                 tracing::info!(%cluster_id, "cluster formed");
                 return;

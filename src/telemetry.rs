@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use cairn_storage::state_machine::Notice;
 use cairn_storage::telemetry as names;
+use cairn_storage::EventKind;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
@@ -172,6 +174,11 @@ fn describe() {
         metrics::counter!(CONTENT_REPAIRS, "outcome" => outcome).absolute(0);
     }
     metrics::counter!(RAFT_LEADER_CHANGES).absolute(0);
+    metrics::counter!(LOCK_ACQUISITIONS).absolute(0);
+    metrics::counter!(LOCK_EXPIRIES).absolute(0);
+    metrics::counter!(LOCK_FENCED_REJECTIONS).absolute(0);
+    metrics::counter!(WATCH_EVENTS).absolute(0);
+    metrics::gauge!(WATCH_SUBSCRIBERS).set(0.0);
     metrics::gauge!(CORRUPT_CONTENT).set(0.0);
 }
 
@@ -213,6 +220,34 @@ pub async fn watch_leader(core: Arc<NodeCore>, stop: CancellationToken) {
     }
 }
 
+/// Counts lock leases expiring on the replicated clock, from the change
+/// events this replica applies (every replica counts the same expiries).
+pub async fn watch_expiries(core: Arc<NodeCore>, stop: CancellationToken) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut notices = core.state.subscribe();
+    loop {
+        let notice = tokio::select! {
+            n = notices.recv() => n,
+            _ = stop.cancelled() => return,
+        };
+        match notice {
+            Ok(Notice::Events(events)) => {
+                let expired = events
+                    .iter()
+                    .filter(|e| e.kind == EventKind::Expire && e.key.starts_with("locks/"))
+                    .count();
+                if expired > 0 {
+                    metrics::counter!(names::LOCK_EXPIRIES).increment(expired as u64);
+                }
+            }
+            // A snapshot install or a slow reader skips events: the counter
+            // undercounts then, it never double counts.
+            Ok(Notice::Reset) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
 /// Refreshes the Raft and storage gauges until `stop`.
 pub async fn sample(core: Arc<NodeCore>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(RAFT_SAMPLE_EVERY);
@@ -224,6 +259,10 @@ pub async fn sample(core: Arc<NodeCore>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         }
         sample_raft(&core).await;
+        match core.state.locks() {
+            Ok(held) => metrics::gauge!(names::LOCKS_HELD).set(held.len() as f64),
+            Err(e) => tracing::warn!(error = %e, "cannot count held locks"),
+        }
         let health = crate::health::assess(&core).await;
         metrics::gauge!(names::HEALTH_SCORE).set(f64::from(health.score));
         if last_storage.is_none_or(|t| t.elapsed() >= STORAGE_SAMPLE_EVERY) {

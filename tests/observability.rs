@@ -360,6 +360,38 @@ async fn every_metric_family_appears_after_a_short_load() {
             .await
             .is_some());
     }
+    // Locks: an acquisition, a write refused for a stale fence, an expiry.
+    let lock: Value = c
+        .http
+        .post(c.node(leader).url("/v1/locks/metrics-lock/acquire"))
+        .json(&serde_json::json!({"owner": "t", "ttl_ms": 300}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = lock["token"].as_u64().expect("lock granted");
+    let fenced = c
+        .http
+        .put(c.node(leader).url("/v1/artifacts/fenced"))
+        .header("X-Cairn-Fence", format!("metrics-lock:{}", token + 1))
+        .json(&serde_json::json!({"content": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fenced.status(), 412);
+    // Watch: a stream from the first revision delivers the history.
+    let mut watch = c
+        .http
+        .get(
+            c.node(leader)
+                .url("/v1/watch?prefix=artifacts/&from_revision=1"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(watch.chunk().await.unwrap().is_some());
     let families_leader = [
         "cairn_raft_term ",
         "cairn_raft_is_leader 1",
@@ -386,6 +418,8 @@ async fn every_metric_family_appears_after_a_short_load() {
         "cairn_content_repairs_total{outcome=\"repaired\"} 0",
         "cairn_corrupt_content 0",
         "cairn_health_score 100",
+        "cairn_locks_held ",
+        "cairn_watch_subscribers 1",
     ];
     let m = eventually(
         "every family on the leader (storage gauges refresh every 10 s)",
@@ -399,6 +433,23 @@ async fn every_metric_family_appears_after_a_short_load() {
         },
     )
     .await;
+    for counter in [
+        "cairn_lock_acquisitions_total",
+        "cairn_lock_fenced_rejections_total",
+        "cairn_watch_events_total",
+    ] {
+        assert!(sample(&m, counter).unwrap() >= 1.0, "{counter}:\n{m}");
+    }
+    eventually(
+        "the lease expires on the replicated clock",
+        Duration::from_secs(15),
+        || async {
+            let m = metrics_text(&c, leader).await;
+            (sample(&m, "cairn_lock_expiries_total")? >= 1.0).then_some(())
+        },
+    )
+    .await;
+    drop(watch);
     let ratio = sample(&m, "cairn_storage_compression_ratio").unwrap();
     assert!(
         ratio > 5.0,

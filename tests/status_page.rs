@@ -11,10 +11,6 @@ use std::time::Duration;
 
 use common::{eventually, serial, Cluster};
 
-fn chromium() -> String {
-    std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into())
-}
-
 fn results_dir() -> PathBuf {
     let dir = std::env::var("CAIRN_TEST_RESULTS")
         .map(PathBuf::from)
@@ -23,51 +19,36 @@ fn results_dir() -> PathBuf {
     dir
 }
 
-fn headless(extra: &[&str], url: &str) -> std::process::Output {
-    let profile = tempfile::tempdir().unwrap();
-    Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--virtual-time-budget=6000",
-            "--window-size=1280,900",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
-        .arg(url)
+/// Loads `url` in headless Chromium until the page has rendered its first
+/// refresh and its change stream settled; returns the DOM and keeps a
+/// screenshot named `name` in the results folder.
+fn load(url: &str, name: &str) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ci/cdp_snapshot.py");
+    let dom_path = results_dir().join(format!("{name}.html"));
+    let png_path = results_dir().join(format!("{name}.png"));
+    let ready = "document.getElementById('updated').textContent !== 'never' && \
+                 document.getElementById('events-state').textContent !== 'connecting' && \
+                 document.getElementById('events').children.length > 0";
+    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into()))
+        .args([script, url])
+        .arg(&dom_path)
+        .arg(&png_path)
+        .args([ready, "30"])
         .output()
-        .expect("run chromium")
-}
-
-/// The page's DOM after its scripts ran.
-fn rendered(url: &str) -> String {
-    let out = headless(&["--dump-dom"], url);
+        .expect("run the DevTools snapshot helper");
     assert!(
         out.status.success(),
-        "chromium failed: {}",
+        "snapshot failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn screenshot(url: &str, name: &str) -> PathBuf {
-    let path = results_dir().join(name);
-    let out = headless(&[&format!("--screenshot={}", path.display())], url);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let len = std::fs::metadata(&png_path).map(|m| m.len()).unwrap_or(0);
     assert!(
         len > 10_000,
         "screenshot {} is only {len} bytes",
-        path.display()
+        png_path.display()
     );
-    path
+    eprintln!("screenshot: {}", png_path.display());
+    std::fs::read_to_string(&dom_path).unwrap()
 }
 
 /// The text of the element with `id` in a dumped DOM.
@@ -115,7 +96,7 @@ async fn status_page_shows_members_leader_and_health_and_a_dead_member() {
     .await;
 
     let url = c.node(viewer).url("/");
-    let dom = rendered(&url);
+    let dom = load(&url, "status-page-healthy");
     assert_eq!(text_of(&dom, "leader"), leader.to_string(), "{dom}");
     assert_eq!(text_of(&dom, "score"), "100");
     assert_eq!(text_of(&dom, "status"), "healthy");
@@ -142,8 +123,14 @@ async fn status_page_shows_members_leader_and_health_and_a_dead_member() {
         text_of(&dom, "error").is_empty(),
         "page reported an error:\n{dom}"
     );
-    let shot = screenshot(&url, "status-page-healthy.png");
-    eprintln!("screenshot: {}", shot.display());
+    // Recent changes come from the watch stream (history, then live).
+    assert_eq!(text_of(&dom, "events-state"), "live", "{dom}");
+    for i in 0..3 {
+        assert!(
+            dom.contains(&format!(" put artifacts/page-{i} v1<")),
+            "event of page-{i}:\n{dom}"
+        );
+    }
 
     c.node_mut(follower).kill();
     eventually(
@@ -163,7 +150,7 @@ async fn status_page_shows_members_leader_and_health_and_a_dead_member() {
         },
     )
     .await;
-    let dom = rendered(&url);
+    let dom = load(&url, "status-page-member-down");
     assert_eq!(text_of(&dom, "status"), "degraded", "{dom}");
     assert!(
         dom.contains("data-check=\"members_reachable\" class=\"no\""),
@@ -175,6 +162,4 @@ async fn status_page_shows_members_leader_and_health_and_a_dead_member() {
         row.contains("<td class=\"no\">no</td>"),
         "dead member row: {row}"
     );
-    let shot = screenshot(&url, "status-page-member-down.png");
-    eprintln!("screenshot: {}", shot.display());
 }

@@ -25,10 +25,10 @@ step() { printf -- '--- %s\n' "$*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 step "install prometheus (promtool) and chromium"
-if ! command -v promtool >/dev/null || ! command -v chromium >/dev/null; then
+if ! command -v promtool >/dev/null || ! command -v chromium >/dev/null || ! /usr/bin/python3 -c "import websocket" 2>/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends prometheus chromium python3 curl ca-certificates >/dev/null
+  apt-get install -y -qq --no-install-recommends prometheus chromium python3 python3-websocket curl ca-certificates >/dev/null
 fi
 
 step "promtool: config, rules, rule unit tests"
@@ -113,7 +113,7 @@ echo "CairnNodeDown is pending for 127.0.0.1:${API[3]}"
 kill "${NODEPID[1]}" "${NODEPID[2]}" 2>/dev/null || true
 
 step "headless Chromium loads the status page"
-CAIRN_TEST_RESULTS="$RESULTS" CHROMIUM=chromium \
+CAIRN_TEST_RESULTS="$RESULTS" PYTHON=/usr/bin/python3 \
   timeout 600 cargo test --quiet --test status_page -- --ignored --nocapture
 ls -l "$RESULTS"/*.png
 echo "observability suite passed; results in $RESULTS"

@@ -6,24 +6,14 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use cairn_raft::leader::WriteOutcome;
-use cairn_storage::{
-    ArtifactFields, ArtifactMeta, Command, Precondition, Rejection, Response as Outcome,
-    StoredContent,
-};
+use cairn_storage::{ArtifactFields, ArtifactMeta, Precondition};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use super::request::{
-    idempotency_key, parse_json, precondition, read_body, validate_id, validate_len, ApiPath,
-    ApiQuery,
-};
+use super::request::{parse_json, precondition, read_body, write_options, ApiPath, ApiQuery};
 use super::{consistency, page_limit, AppState, REVISION_HEADER};
-
-const MAX_KIND_BYTES: usize = 128;
-const MAX_TITLE_BYTES: usize = 1024;
-const MAX_CONTENT_TYPE_BYTES: usize = 256;
+use crate::ops::{artifacts, validate};
 
 /// The JSON body of POST and PUT.
 #[derive(Debug, Deserialize)]
@@ -111,81 +101,42 @@ fn revision_header(revision: u64) -> [(axum::http::HeaderName, HeaderValue); 1] 
     [(REVISION_HEADER, HeaderValue::from(revision))]
 }
 
-/// Turns a committed write into its HTTP answer.
-fn write_response(outcome: WriteOutcome) -> Result<Response, ApiError> {
-    let revision = revision_header(outcome.index);
-    match outcome.response {
-        Outcome::Artifact(meta) => {
-            let status = if meta.version == 1 {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            let etag = [(
-                header::ETAG,
-                HeaderValue::from_str(&quoted_etag(&meta.checksum)).map_err(internal)?,
-            )];
-            Ok((status, revision, etag, Json(ArtifactView::new(*meta))).into_response())
-        }
-        Outcome::Deleted { .. } => Ok((StatusCode::NO_CONTENT, revision).into_response()),
-        Outcome::Rejected(r) => Err(rejection(r)),
-        Outcome::Noop => Err(ApiError::Internal("write produced no outcome".into())),
-    }
-}
-
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
 }
 
-fn rejection(r: Rejection) -> ApiError {
-    match r {
-        Rejection::Conflict { current_version } => ApiError::Conflict {
-            message: match current_version {
-                Some(v) => format!("precondition failed: the current version is {v}"),
-                None => "precondition failed: the artifact does not exist".into(),
-            },
-            current_version,
-        },
-        Rejection::NotFound => ApiError::NotFound("no such artifact".into()),
-    }
+/// 201 for a new artifact, 200 for a replacement, with its metadata.
+fn written(meta: ArtifactMeta) -> Result<Response, ApiError> {
+    let status = if meta.version == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let etag = [(
+        header::ETAG,
+        HeaderValue::from_str(&quoted_etag(&meta.checksum)).map_err(internal)?,
+    )];
+    Ok((
+        status,
+        revision_header(meta.revision),
+        etag,
+        Json(ArtifactView::new(meta)),
+    )
+        .into_response())
 }
 
-/// Validates the JSON body into fields and prepared content.
+/// Splits the JSON body into descriptive fields and content bytes.
 fn fields_from_input(
     state: &AppState,
     input: ArtifactInput,
-) -> Result<(ArtifactFields, StoredContent), ApiError> {
-    let config = &state.config;
-    if let Some(cid) = &input.conversation_id {
-        if !cid.is_empty() {
-            validate_id("conversation_id", cid)?;
-        }
-    }
-    validate_len("kind", input.kind.as_deref().unwrap_or(""), MAX_KIND_BYTES)?;
-    validate_len(
-        "title",
-        input.title.as_deref().unwrap_or(""),
-        MAX_TITLE_BYTES,
-    )?;
-    validate_len(
-        "content_type",
-        input.content_type.as_deref().unwrap_or(""),
-        MAX_CONTENT_TYPE_BYTES,
-    )?;
-    let metadata_json = match input.metadata {
+) -> Result<(ArtifactFields, Vec<u8>), ApiError> {
+    let metadata_json = match &input.metadata {
         None => None,
-        Some(v @ Value::Object(_)) => {
-            let s = v.to_string();
-            if s.len() > config.max_metadata_bytes {
-                return Err(ApiError::TooLarge(format!(
-                    "metadata is {} bytes; the limit is {}",
-                    s.len(),
-                    config.max_metadata_bytes
-                )));
-            }
-            Some(s)
-        }
-        Some(_) => return Err(ApiError::Invalid("metadata must be a JSON object".into())),
+        Some(v) => Some(validate::json_object(
+            "metadata",
+            v,
+            state.config.max_metadata_bytes,
+        )?),
     };
     let data = match (input.content, input.content_base64) {
         (Some(text), None) => text.into_bytes(),
@@ -203,7 +154,6 @@ fn fields_from_input(
             ))
         }
     };
-    check_content_size(state, data.len())?;
     let fields = ArtifactFields {
         conversation_id: input.conversation_id,
         kind: input.kind,
@@ -211,46 +161,13 @@ fn fields_from_input(
         content_type: input.content_type,
         metadata_json,
     };
-    Ok((
-        fields,
-        StoredContent::prepare(&data, config.compression_threshold),
-    ))
-}
-
-fn check_content_size(state: &AppState, len: usize) -> Result<(), ApiError> {
-    if len > state.config.max_content_bytes {
-        return Err(ApiError::TooLarge(format!(
-            "content is {len} bytes; the limit is {}",
-            state.config.max_content_bytes
-        )));
-    }
-    Ok(())
+    Ok((fields, data))
 }
 
 /// The largest JSON body: base64 content (4/3 of the content limit) plus
 /// metadata and field overhead.
 fn json_body_limit(state: &AppState) -> usize {
     state.config.max_content_bytes / 3 * 4 + 4 + state.config.max_metadata_bytes + 64 * 1024
-}
-
-async fn put_artifact(
-    state: &AppState,
-    headers: &HeaderMap,
-    id: String,
-    fields: ArtifactFields,
-    content: StoredContent,
-    merge: bool,
-    precondition: Precondition,
-) -> Result<Response, ApiError> {
-    let key = idempotency_key(headers)?;
-    let command = Command::PutArtifact {
-        id,
-        fields,
-        content,
-        merge,
-        precondition,
-    };
-    write_response(state.write(command, key).await?)
 }
 
 /// `POST /v1/artifacts`: create; the server assigns the id when absent.
@@ -261,13 +178,10 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, json_body_limit(&state)).await?;
     let mut input: ArtifactInput = parse_json(&bytes)?;
-    let id = match input.id.take() {
-        Some(id) => {
-            validate_id("id", &id)?;
-            id
-        }
-        None => uuid::Uuid::now_v7().to_string(),
-    };
+    let id = input
+        .id
+        .take()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     // POST creates: an existing id is a conflict, never a silent replace.
     if !matches!(
         precondition(&headers)?,
@@ -277,17 +191,20 @@ pub async fn create(
             "POST creates; use PUT for conditional updates".into(),
         ));
     }
-    let (fields, content) = fields_from_input(&state, input)?;
-    put_artifact(
-        &state,
-        &headers,
-        id,
-        fields,
-        content,
-        false,
-        Precondition::IfAbsent,
+    let (fields, data) = fields_from_input(&state, input)?;
+    let opts = write_options(&headers)?;
+    written(
+        artifacts::put(
+            &state,
+            &id,
+            fields,
+            &data,
+            false,
+            Precondition::IfAbsent,
+            opts,
+        )
+        .await?,
     )
-    .await
 }
 
 /// `PUT /v1/artifacts/{id}`: create or replace from JSON.
@@ -297,7 +214,7 @@ pub async fn put_json(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    validate_id("id", &id)?;
+    validate::id("id", &id)?;
     let pre = precondition(&headers)?;
     let bytes = read_body(&headers, body, json_body_limit(&state)).await?;
     let input: ArtifactInput = parse_json(&bytes)?;
@@ -306,8 +223,9 @@ pub async fn put_json(
             "the id in the body differs from the path".into(),
         ));
     }
-    let (fields, content) = fields_from_input(&state, input)?;
-    put_artifact(&state, &headers, id, fields, content, false, pre).await
+    let (fields, data) = fields_from_input(&state, input)?;
+    let opts = write_options(&headers)?;
+    written(artifacts::put(&state, &id, fields, &data, false, pre, opts).await?)
 }
 
 /// Query of `PUT /v1/artifacts/{id}/content`.
@@ -328,25 +246,16 @@ pub async fn put_content(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    validate_id("id", &id)?;
+    validate::id("id", &id)?;
     let pre = precondition(&headers)?;
-    if let Some(cid) = q.conversation_id.as_deref().filter(|c| !c.is_empty()) {
-        validate_id("conversation_id", cid)?;
-    }
-    validate_len("kind", q.kind.as_deref().unwrap_or(""), MAX_KIND_BYTES)?;
-    validate_len("title", q.title.as_deref().unwrap_or(""), MAX_TITLE_BYTES)?;
     let content_type = match headers.get(header::CONTENT_TYPE) {
-        Some(v) => {
-            let s = v
-                .to_str()
-                .map_err(|_| ApiError::Invalid("Content-Type is not valid text".into()))?;
-            validate_len("Content-Type", s, MAX_CONTENT_TYPE_BYTES)?;
-            Some(s.to_string())
-        }
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::Invalid("Content-Type is not valid text".into()))?
+                .to_string(),
+        ),
         None => None,
     };
-    let data = read_body(&headers, body, state.config.max_content_bytes).await?;
-    let content = StoredContent::prepare(&data, state.config.compression_threshold);
     let fields = ArtifactFields {
         conversation_id: q.conversation_id,
         kind: q.kind,
@@ -354,7 +263,11 @@ pub async fn put_content(
         content_type,
         metadata_json: None,
     };
-    put_artifact(&state, &headers, id, fields, content, true, pre).await
+    // Refuse bad fields before reading a body of up to 16 MiB.
+    artifacts::validate_fields(&fields)?;
+    let opts = write_options(&headers)?;
+    let data = read_body(&headers, body, state.config.max_content_bytes).await?;
+    written(artifacts::put(&state, &id, fields, &data, true, pre, opts).await?)
 }
 
 /// Query of reads.
@@ -365,23 +278,8 @@ pub struct ReadQuery {
     include_content: Option<bool>,
 }
 
-/// Waits for the read barrier and returns the revision the read will see.
-async fn barrier(state: &AppState, param: Option<&str>) -> Result<u64, ApiError> {
-    state.read_barrier(consistency(param)?).await?;
-    Ok(state.state.applied_index())
-}
-
-/// Damaged content is never served: it is reported (counted, repaired from
-/// a healthy member in the background) and the client is told to retry.
-fn corrupt(state: &AppState, id: &str, e: cairn_storage::Corrupt) -> ApiError {
-    state
-        .integrity
-        .report(id, &e.to_string(), crate::integrity::FoundBy::Read);
-    ApiError::Unavailable(format!(
-        "artifact {id}: stored content failed checksum verification on node {} and is not served; \
-         it is being repaired from a healthy member, retry shortly",
-        state.config.id
-    ))
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no artifact {id}"))
 }
 
 /// `GET /v1/artifacts/{id}`: metadata and (unless `include_content=false`) content.
@@ -390,20 +288,20 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    validate_id("id", &id)?;
-    let revision = barrier(&state, q.consistency.as_deref()).await?;
-    let not_found = || ApiError::NotFound(format!("no artifact {id}"));
-    let view = if q.include_content.unwrap_or(true) {
-        let (meta, content) = state
-            .state
-            .artifact_with_content(&id)?
-            .ok_or_else(not_found)?;
-        let data = content.open().map_err(|e| corrupt(&state, &id, e))?;
-        ArtifactView::new(meta).with_content(data)
-    } else {
-        ArtifactView::new(state.state.artifact(&id)?.ok_or_else(not_found)?)
-    };
-    Ok((revision_header(revision), Json(view)).into_response())
+    let with_content = q.include_content.unwrap_or(true);
+    let read = artifacts::get(
+        &state,
+        &id,
+        consistency(q.consistency.as_deref())?,
+        with_content,
+    )
+    .await?;
+    let found = read.value.ok_or_else(|| not_found(&id))?;
+    let mut view = ArtifactView::new(found.meta);
+    if let Some(data) = found.content {
+        view = view.with_content(data);
+    }
+    Ok((revision_header(read.revision), Json(view)).into_response())
 }
 
 /// Headers describing an artifact's content.
@@ -430,13 +328,9 @@ pub async fn head(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    validate_id("id", &id)?;
-    let revision = barrier(&state, q.consistency.as_deref()).await?;
-    let meta = state
-        .state
-        .artifact(&id)?
-        .ok_or_else(|| ApiError::NotFound(format!("no artifact {id}")))?;
-    let mut headers = content_headers(&meta, revision)?;
+    let read = artifacts::get(&state, &id, consistency(q.consistency.as_deref())?, false).await?;
+    let meta = read.value.ok_or_else(|| not_found(&id))?.meta;
+    let mut headers = content_headers(&meta, read.revision)?;
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
     Ok((StatusCode::OK, headers).into_response())
 }
@@ -489,22 +383,25 @@ pub async fn get_content(
     ApiQuery(q): ApiQuery<ReadQuery>,
     req_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    validate_id("id", &id)?;
-    let revision = barrier(&state, q.consistency.as_deref()).await?;
-    let (meta, content) = state
-        .state
-        .artifact_with_content(&id)?
-        .ok_or_else(|| ApiError::NotFound(format!("no artifact {id}")))?;
-    let mut headers = content_headers(&meta, revision)?;
-    let etag = quoted_etag(&meta.checksum);
+    let c = consistency(q.consistency.as_deref())?;
     let if_none_match = req_headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
-    if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
-        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+    if let Some(tags) = if_none_match {
+        // A conditional GET that matches needs no content read at all.
+        let read = artifacts::get(&state, &id, c, false).await?;
+        let meta = read.value.ok_or_else(|| not_found(&id))?.meta;
+        let etag = quoted_etag(&meta.checksum);
+        if tags.split(',').any(|t| t.trim() == etag || t.trim() == "*") {
+            let headers = content_headers(&meta, read.revision)?;
+            return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+        }
     }
-    // Verify before serving anything: corrupt content is never sent.
-    let data = content.open().map_err(|e| corrupt(&state, &id, e))?;
+    // The content is verified against its checksum before anything is sent.
+    let read = artifacts::get(&state, &id, c, true).await?;
+    let found = read.value.ok_or_else(|| not_found(&id))?;
+    let mut headers = content_headers(&found.meta, read.revision)?;
+    let data = found.content.unwrap_or_default();
     let range = match req_headers.get(header::RANGE) {
         None => None,
         Some(v) => {
@@ -534,24 +431,14 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    validate_id("id", &id)?;
     let pre = precondition(&headers)?;
     if pre == Precondition::IfAbsent {
         return Err(ApiError::Invalid(
             "If-None-Match makes no sense on DELETE".into(),
         ));
     }
-    let key = idempotency_key(&headers)?;
-    let outcome = state
-        .write(
-            Command::DeleteArtifact {
-                id,
-                precondition: pre,
-            },
-            key,
-        )
-        .await?;
-    write_response(outcome)
+    let revision = artifacts::delete(&state, &id, pre, write_options(&headers)?).await?;
+    Ok((StatusCode::NO_CONTENT, revision_header(revision)).into_response())
 }
 
 /// Query of listings.
@@ -578,21 +465,26 @@ async fn list_page(
 ) -> Result<Response, ApiError> {
     let limit = page_limit(q.limit)?;
     let prefix = q.prefix.as_deref().unwrap_or("");
-    validate_len("prefix", prefix, super::request::MAX_ID_BYTES)?;
-    if let Some(cid) = conversation_id {
-        validate_id("conversation_id", cid)?;
-    }
-    let revision = barrier(state, q.consistency.as_deref()).await?;
-    let cursor = q.cursor.as_deref();
-    let page = match conversation_id {
-        Some(cid) => state.state.list_conversation(cid, prefix, cursor, limit)?,
-        None => state.state.list_artifacts(prefix, cursor, limit)?,
-    };
+    let c = consistency(q.consistency.as_deref())?;
+    let read = artifacts::list(
+        state,
+        conversation_id,
+        prefix,
+        q.cursor.as_deref(),
+        limit,
+        c,
+    )
+    .await?;
     let view = ListView {
-        artifacts: page.items.into_iter().map(ArtifactView::new).collect(),
-        next_cursor: page.next_cursor,
+        artifacts: read
+            .value
+            .items
+            .into_iter()
+            .map(ArtifactView::new)
+            .collect(),
+        next_cursor: read.value.next_cursor,
     };
-    Ok((revision_header(revision), Json(view)).into_response())
+    Ok((revision_header(read.revision), Json(view)).into_response())
 }
 
 /// `GET /v1/artifacts?conversation_id=&prefix=&limit=&cursor=`.

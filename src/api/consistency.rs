@@ -9,7 +9,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 
 use super::error::ApiError;
-use super::request::{validate_id, ApiPath};
+use super::request::ApiPath;
 use super::AppState;
 use crate::integrity::consistency::{check, recover};
 
@@ -46,7 +46,7 @@ async fn damage(
     State(core): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    validate_id("id", &id)?;
+    crate::ops::validate::id("id", &id)?;
     if core.state.damage_content_for_tests(&id).await? {
         tracing::warn!(artifact = %id, "test hook: damaged stored content on this node");
         Ok(StatusCode::NO_CONTENT.into_response())

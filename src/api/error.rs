@@ -6,7 +6,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use cairn_storage::Rejection;
+
 use crate::forward::Unavailable;
+use crate::ops;
 
 /// An API error; each variant is one documented code.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,19 @@ pub enum ApiError {
         message: String,
         /// The object's version at the time (absent: the object does not exist).
         current_version: Option<u64>,
+    },
+    /// 412: a fencing token or lock token that no longer holds.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// 423: the lock is held by another owner.
+    #[error("{message}")]
+    Locked {
+        /// Human explanation.
+        message: String,
+        /// The holder.
+        holder: String,
+        /// When the holder's lease runs out.
+        expires_ms: u64,
     },
     /// 413: a body, content or metadata over its limit.
     #[error("{0}")]
@@ -58,6 +74,10 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PreconditionFailed(_) => {
+                (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+            }
+            ApiError::Locked { .. } => (StatusCode::LOCKED, "locked"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "invalid"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -69,6 +89,34 @@ impl ApiError {
 impl From<Unavailable> for ApiError {
     fn from(e: Unavailable) -> Self {
         ApiError::Unavailable(e.0)
+    }
+}
+
+impl From<ops::Error> for ApiError {
+    fn from(e: ops::Error) -> Self {
+        let message = e.to_string();
+        match e {
+            ops::Error::Invalid(m) => ApiError::Invalid(m),
+            ops::Error::TooLarge(m) => ApiError::TooLarge(m),
+            ops::Error::Unavailable(m) | ops::Error::Corrupt(m) => ApiError::Unavailable(m),
+            ops::Error::Storage(e) => e.into(),
+            ops::Error::Unexpected(m) => ApiError::Internal(m),
+            ops::Error::Rejected(r) => match r {
+                Rejection::Conflict { current_version } => ApiError::Conflict {
+                    message,
+                    current_version,
+                },
+                Rejection::NotFound => ApiError::NotFound(message),
+                Rejection::Locked { holder, expires_ms } => ApiError::Locked {
+                    message,
+                    holder,
+                    expires_ms,
+                },
+                Rejection::TokenStale { .. } | Rejection::Fenced { .. } => {
+                    ApiError::PreconditionFailed(message)
+                }
+            },
+        }
     }
 }
 

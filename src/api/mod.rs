@@ -7,9 +7,13 @@ mod cluster;
 mod consistency;
 pub mod error;
 mod health;
+mod instances;
+mod kv;
+mod locks;
 mod metrics;
 pub mod request;
 mod status_page;
+mod watch;
 
 use std::sync::Arc;
 
@@ -54,6 +58,22 @@ pub fn router(core: AppState) -> Router {
             "/v1/conversations/{cid}/artifacts",
             get(artifacts::list_conversation),
         )
+        .route("/v1/kv", get(kv::list))
+        .route(
+            "/v1/kv/{*key}",
+            put(kv::put).get(kv::get).delete(kv::delete),
+        )
+        .route("/v1/locks", get(locks::list))
+        .route("/v1/locks/{name}", get(locks::get))
+        .route("/v1/locks/{name}/acquire", post(locks::acquire))
+        .route("/v1/locks/{name}/renew", post(locks::renew))
+        .route("/v1/locks/{name}/release", post(locks::release))
+        .route("/v1/instances", get(instances::list))
+        .route(
+            "/v1/instances/{id}",
+            put(instances::heartbeat).delete(instances::leave),
+        )
+        .route("/v1/watch", get(watch::stream))
         .route("/v1/cluster", get(cluster::status))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

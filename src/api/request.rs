@@ -5,13 +5,12 @@ use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
-use cairn_storage::Precondition;
+use cairn_storage::{Fence, Precondition};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-
-/// Longest id or key accepted (bytes).
-pub const MAX_ID_BYTES: usize = 256;
+use crate::forward::WriteOptions;
+use crate::ops::validate;
 
 /// Query parameters; a malformed query is a 400 in the API's format.
 pub struct ApiQuery<T>(pub T);
@@ -39,35 +38,6 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
             .map(|Path(v)| ApiPath(v))
             .map_err(|e| ApiError::Invalid(format!("path: {}", e.body_text())))
     }
-}
-
-/// Checks an id: 1–256 bytes of `[A-Za-z0-9._:-]`.
-pub fn validate_id(what: &str, id: &str) -> Result<(), ApiError> {
-    if id.is_empty() || id.len() > MAX_ID_BYTES {
-        return Err(ApiError::Invalid(format!(
-            "{what} must be 1-{MAX_ID_BYTES} bytes, got {}",
-            id.len()
-        )));
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
-    {
-        return Err(ApiError::Invalid(format!(
-            "{what} may only contain A-Z a-z 0-9 . _ : - (found {c:?})"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks a free-text field's length.
-pub fn validate_len(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
-    if value.len() > max {
-        return Err(ApiError::Invalid(format!(
-            "{what} is longer than {max} bytes"
-        )));
-    }
-    Ok(())
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
@@ -109,11 +79,34 @@ pub fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match header_str(headers, "idempotency-key")? {
         None => Ok(None),
-        Some(k) if k.is_empty() || k.len() > MAX_ID_BYTES => Err(ApiError::Invalid(format!(
-            "Idempotency-Key must be 1-{MAX_ID_BYTES} bytes"
-        ))),
+        Some(k) if k.is_empty() || k.len() > validate::MAX_ID_BYTES => Err(ApiError::Invalid(
+            format!("Idempotency-Key must be 1-{} bytes", validate::MAX_ID_BYTES),
+        )),
         Some(k) => Ok(Some(k.to_string())),
     }
+}
+
+/// The write options from `Idempotency-Key` and `X-Cairn-Fence: <lock>:<token>`.
+pub fn write_options(headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+    let fence = match header_str(headers, "x-cairn-fence")? {
+        None => None,
+        Some(v) => {
+            let bad =
+                || ApiError::Invalid(format!("X-Cairn-Fence must be <lock>:<token>, not {v}"));
+            // Lock names may contain ':'; the token is after the last one.
+            let (lock, token) = v.rsplit_once(':').ok_or_else(bad)?;
+            validate::id("fence lock name", lock)?;
+            let token = token.parse::<u64>().map_err(|_| bad())?;
+            Some(Fence {
+                lock: lock.to_string(),
+                token,
+            })
+        }
+    };
+    Ok(WriteOptions {
+        idempotency_key: idempotency_key(headers)?,
+        fence,
+    })
 }
 
 /// Reads a whole body of at most `limit` bytes; more is a 413 and is
@@ -150,12 +143,15 @@ mod tests {
     use axum::http::HeaderValue;
 
     #[test]
-    fn ids_follow_the_documented_charset_and_length() {
-        assert!(validate_id("id", "a.b_c:d-9").is_ok());
-        assert!(validate_id("id", &"x".repeat(256)).is_ok());
-        for bad in ["", "a/b", "a b", "é", &"x".repeat(257)] {
-            assert!(validate_id("id", bad).is_err(), "{bad}");
-        }
+    fn fences_parse_with_colons_in_lock_names() {
+        let mut h = HeaderMap::new();
+        h.insert("x-cairn-fence", HeaderValue::from_static("jobs:nightly:42"));
+        let fence = write_options(&h).unwrap().fence.unwrap();
+        assert_eq!((fence.lock.as_str(), fence.token), ("jobs:nightly", 42));
+        h.insert("x-cairn-fence", HeaderValue::from_static("jobs"));
+        assert!(write_options(&h).is_err());
+        h.insert("x-cairn-fence", HeaderValue::from_static("jobs:x"));
+        assert!(write_options(&h).is_err());
     }
 
     #[test]

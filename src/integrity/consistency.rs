@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::service::{local_digest, remote_digest, remote_scrub};
 use super::{scrub, ScrubOutcome};
-use crate::forward::Unavailable;
+use crate::forward::{Unavailable, WriteOptions};
 use crate::node::NodeCore;
 
 /// One member's digest, compared with the others'.
@@ -48,7 +48,10 @@ pub struct ConsistencyReport {
 
 /// Commits a marker and compares every member's digest at it.
 pub async fn check(core: &Arc<NodeCore>) -> Result<ConsistencyReport, Unavailable> {
-    let index = core.write(Command::DigestMarker, None).await?.index;
+    let index = core
+        .write(Command::DigestMarker, WriteOptions::default())
+        .await?
+        .index;
     let members: Vec<(NodeId, String)> = {
         let m = core.raft.metrics().borrow().membership_config.clone();
         m.nodes()

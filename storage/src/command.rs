@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::{ArtifactMeta, StoredContent};
+use crate::records::{InstanceRecord, LockRecord};
 
 /// One client command as it travels through the Raft log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +21,8 @@ pub struct Request {
     /// twice. Clients may choose the key; otherwise the edge assigns one so
     /// that its own retries across leader changes are safe.
     pub idempotency: Option<Idempotency>,
+    /// `X-Cairn-Fence`: apply only if this lock is held with this token.
+    pub fence: Option<Fence>,
     /// What to do.
     pub command: Command,
 }
@@ -30,6 +33,7 @@ impl Request {
         Self {
             now_ms,
             idempotency: None,
+            fence: None,
             command,
         }
     }
@@ -39,6 +43,16 @@ impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} @{}", self.command.name(), self.now_ms)
     }
+}
+
+/// A fencing condition: the named lock must be held with exactly `token`
+/// when the write is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    /// The lock's name.
+    pub lock: String,
+    /// The token the writer holds.
+    pub token: u64,
 }
 
 /// An idempotency key and how long the store remembers its outcome.
@@ -103,6 +117,82 @@ pub enum Command {
         /// Version condition.
         precondition: Precondition,
     },
+    /// Create or replace a key/value entry.
+    KvPut {
+        /// The key.
+        key: String,
+        /// The value.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        /// Time to live from apply time; `None` keeps it forever.
+        ttl_ms: Option<u64>,
+        /// Version condition.
+        precondition: Precondition,
+    },
+    /// Delete a key/value entry.
+    KvDelete {
+        /// The key.
+        key: String,
+        /// Version condition.
+        precondition: Precondition,
+    },
+    /// Take a lock, or (with `wait_ms`) queue for it.
+    LockAcquire {
+        /// The lock.
+        name: String,
+        /// Who asks.
+        owner: String,
+        /// Lease length.
+        ttl_ms: u64,
+        /// How long to wait in the queue if it is held (0: do not queue).
+        wait_ms: u64,
+    },
+    /// Leave a lock's queue (the waiter gave up); if the lock was granted to
+    /// it meanwhile, the grant is returned instead.
+    LockCancelWait {
+        /// The lock.
+        name: String,
+        /// The waiter's acquire request index.
+        request: u64,
+    },
+    /// Extend a held lock's lease.
+    LockRenew {
+        /// The lock.
+        name: String,
+        /// The holder's token.
+        token: u64,
+        /// New lease length from apply time.
+        ttl_ms: u64,
+    },
+    /// Release a held lock.
+    LockRelease {
+        /// The lock.
+        name: String,
+        /// The holder's token.
+        token: u64,
+    },
+    /// Register or refresh an application instance.
+    InstanceHeartbeat {
+        /// The instance id.
+        id: String,
+        /// Time to live from apply time.
+        ttl_ms: u64,
+        /// Its metadata (serialized JSON object); `None` keeps the current.
+        meta_json: Option<String>,
+    },
+    /// Deregister an instance.
+    InstanceLeave {
+        /// The instance id.
+        id: String,
+    },
+    /// Trim the event history to at most `keep_count` events and none older
+    /// than `keep_ms` on the replicated clock.
+    TrimEvents {
+        /// Events to keep at most.
+        keep_count: u64,
+        /// Age limit of kept events.
+        keep_ms: u64,
+    },
     /// Records the cluster's id; only the first one ever applied counts.
     InitCluster {
         /// The id chosen by the bootstrapping node.
@@ -116,11 +206,29 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether applying the command twice has the effect of applying it
+    /// once, so that retries need no idempotency key.
+    pub fn is_naturally_idempotent(&self) -> bool {
+        matches!(
+            self,
+            Command::Tick | Command::TrimEvents { .. } | Command::InitCluster { .. }
+        )
+    }
+
     /// A short name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
             Command::PutArtifact { .. } => "put_artifact",
             Command::DeleteArtifact { .. } => "delete_artifact",
+            Command::KvPut { .. } => "kv_put",
+            Command::KvDelete { .. } => "kv_delete",
+            Command::LockAcquire { .. } => "lock_acquire",
+            Command::LockCancelWait { .. } => "lock_cancel_wait",
+            Command::LockRenew { .. } => "lock_renew",
+            Command::LockRelease { .. } => "lock_release",
+            Command::InstanceHeartbeat { .. } => "instance_heartbeat",
+            Command::InstanceLeave { .. } => "instance_leave",
+            Command::TrimEvents { .. } => "trim_events",
             Command::InitCluster { .. } => "init_cluster",
             Command::Tick => "tick",
             Command::DigestMarker => "digest_marker",
@@ -138,6 +246,29 @@ pub enum Rejection {
     },
     /// The object does not exist.
     NotFound,
+    /// The lock is held by someone else.
+    Locked {
+        /// Its holder.
+        holder: String,
+        /// When the holder's lease runs out.
+        expires_ms: u64,
+    },
+    /// The token given no longer holds the lock (released, expired or superseded).
+    TokenStale {
+        /// The lock.
+        lock: String,
+        /// The token given.
+        token: u64,
+    },
+    /// The write's `X-Cairn-Fence` did not hold at apply time.
+    Fenced {
+        /// The lock.
+        lock: String,
+        /// The token given.
+        token: u64,
+        /// The token holding the lock now, if any.
+        current: Option<u64>,
+    },
 }
 
 /// The state machine's answer to one log entry.
@@ -152,6 +283,32 @@ pub enum Response {
         /// The revision of the delete.
         revision: u64,
     },
+    /// The key/value entry as stored by this entry.
+    Kv(KvMeta),
+    /// A lock granted (or renewed).
+    Lock(LockRecord),
+    /// The lock was held; the request waits in the queue under this index.
+    LockQueued {
+        /// The acquire request's index (the waiter's id).
+        request: u64,
+    },
+    /// A lock released.
+    Released,
+    /// The instance as stored by this entry.
+    Instance(InstanceRecord),
     /// The command was refused and changed nothing.
     Rejected(Rejection),
+}
+
+/// A key/value entry's metadata, as a write returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvMeta {
+    /// The key.
+    pub key: String,
+    /// Its version.
+    pub version: u64,
+    /// Log index of the change.
+    pub revision: u64,
+    /// When it expires, if it has a TTL.
+    pub expires_ms: Option<u64>,
 }

@@ -9,8 +9,15 @@
 //! | `art/<id>` | [`crate::ArtifactMeta`] |
 //! | `blob/<id>` | [`crate::StoredContent`] |
 //! | `conv/<conversation>/<id>` | empty: the conversation index of artifacts |
+//! | `kv/<key>` | [`crate::records::KvRecord`] |
+//! | `lock/<name>` | [`crate::records::LockRecord`] (held locks only) |
+//! | `lockq/<name>/<u64 BE request>` | [`crate::records::LockWaiter`], in arrival order |
+//! | `inst/<id>` | [`crate::records::InstanceRecord`] |
+//! | `ev/<u64 BE revision><u32 BE seq>` | [`crate::event::Event`]: the watch history |
+//! | `evstat` | [`crate::event::HistoryStats`] |
 //! | `idem/<key>` | idempotency record |
-//! | `exp/<u64 BE ms><key>` | expiry index: `<key>` is due at that time |
+//! | `exp/<u64 BE ms><key>` | expiry index of user-visible TTLs and leases: `<key>` is due then; the leader ticks while it is not empty |
+//! | `gc/<u64 BE ms><key>` | housekeeping index (idempotency records), purged by any entry, never ticked for |
 
 /// Last applied log id.
 pub const APPLIED: &[u8] = b"sys/applied";
@@ -32,6 +39,20 @@ pub const CONVERSATION_PREFIX: &[u8] = b"conv/";
 pub const IDEMPOTENCY_PREFIX: &[u8] = b"idem/";
 /// Prefix of the expiry index.
 pub const EXPIRY_PREFIX: &[u8] = b"exp/";
+/// Prefix of the housekeeping index.
+pub const GC_PREFIX: &[u8] = b"gc/";
+/// Prefix of key/value entries.
+pub const KV_PREFIX: &[u8] = b"kv/";
+/// Prefix of held locks.
+pub const LOCK_PREFIX: &[u8] = b"lock/";
+/// Prefix of lock wait queues.
+pub const LOCK_QUEUE_PREFIX: &[u8] = b"lockq/";
+/// Prefix of instances.
+pub const INSTANCE_PREFIX: &[u8] = b"inst/";
+/// Prefix of the event history.
+pub const EVENT_PREFIX: &[u8] = b"ev/";
+/// Statistics of the event history.
+pub const EVENT_STATS: &[u8] = b"evstat";
 
 fn join(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + rest.len());
@@ -70,16 +91,81 @@ pub fn idempotency(key: &str) -> Vec<u8> {
     join(IDEMPOTENCY_PREFIX, key.as_bytes())
 }
 
+/// Key/value entry key.
+pub fn kv(key: &str) -> Vec<u8> {
+    join(KV_PREFIX, key.as_bytes())
+}
+
+/// Held-lock key.
+pub fn lock(name: &str) -> Vec<u8> {
+    join(LOCK_PREFIX, name.as_bytes())
+}
+
+/// Prefix of one lock's wait queue. Lock names never contain `/`.
+pub fn lock_queue_prefix(name: &str) -> Vec<u8> {
+    let mut k = join(LOCK_QUEUE_PREFIX, name.as_bytes());
+    k.push(b'/');
+    k
+}
+
+/// Key of one waiter in a lock's queue.
+pub fn lock_waiter(name: &str, request: u64) -> Vec<u8> {
+    let mut k = lock_queue_prefix(name);
+    k.extend_from_slice(&request.to_be_bytes());
+    k
+}
+
+/// Instance key.
+pub fn instance(id: &str) -> Vec<u8> {
+    join(INSTANCE_PREFIX, id.as_bytes())
+}
+
+/// Key of the `seq`-th event of revision `revision`.
+pub fn event(revision: u64, seq: u32) -> Vec<u8> {
+    let mut k = join(EVENT_PREFIX, &revision.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// First event key at or after `revision`.
+pub fn event_from(revision: u64) -> Vec<u8> {
+    join(EVENT_PREFIX, &revision.to_be_bytes())
+}
+
 /// Expiry index entry: `target` is due at `at_ms`.
 pub fn expiry(at_ms: u64, target: &[u8]) -> Vec<u8> {
-    let mut k = join(EXPIRY_PREFIX, &at_ms.to_be_bytes());
+    timed(EXPIRY_PREFIX, at_ms, target)
+}
+
+/// Housekeeping index entry: `target` may be dropped at `at_ms`.
+pub fn gc(at_ms: u64, target: &[u8]) -> Vec<u8> {
+    timed(GC_PREFIX, at_ms, target)
+}
+
+fn timed(prefix: &[u8], at_ms: u64, target: &[u8]) -> Vec<u8> {
+    let mut k = join(prefix, &at_ms.to_be_bytes());
     k.extend_from_slice(target);
     k
 }
 
+/// The end (exclusive) of a timed index's range due at or before `now_ms`.
+pub fn due_end(prefix: &[u8], now_ms: u64) -> Vec<u8> {
+    join(prefix, &now_ms.saturating_add(1).to_be_bytes())
+}
+
 /// The end (exclusive) of the expiry index range due at or before `now_ms`.
 pub fn expiry_due_end(now_ms: u64) -> Vec<u8> {
-    join(EXPIRY_PREFIX, &now_ms.saturating_add(1).to_be_bytes())
+    due_end(EXPIRY_PREFIX, now_ms)
+}
+
+/// Splits a timed index key (`exp/` or `gc/`) into due time and target.
+pub fn parse_timed(prefix: &[u8], key: &[u8]) -> Option<(u64, Vec<u8>)> {
+    let rest = key.strip_prefix(prefix)?;
+    if rest.len() < 8 {
+        return None;
+    }
+    let (ms, target) = rest.split_at(8);
+    Some((u64::from_be_bytes(ms.try_into().ok()?), target.to_vec()))
 }
 
 /// Splits an expiry index key into its due time and target key.

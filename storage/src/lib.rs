@@ -21,9 +21,11 @@ pub mod artifact;
 pub mod codec;
 pub mod command;
 pub mod error;
+pub mod event;
 pub mod integrity;
 pub mod keys;
 pub mod log_store;
+pub mod records;
 pub mod snapshot;
 pub mod state_machine;
 pub mod telemetry;
@@ -34,10 +36,12 @@ use std::path::Path;
 
 pub use artifact::{ArtifactMeta, Corrupt, StoredContent};
 pub use command::{
-    ArtifactFields, Command, Idempotency, Precondition, Rejection, Request, Response,
+    ArtifactFields, Command, Fence, Idempotency, KvMeta, Precondition, Rejection, Request, Response,
 };
 pub use error::StoreError;
+pub use event::{Event, EventKind};
 pub use log_store::LogStore;
+pub use records::{InstanceRecord, KvRecord, LockRecord, LockWaiter};
 pub use snapshot::SnapshotFile;
 pub use state_machine::{Page, StateMachine, StateReader};
 pub use types::{NodeId, PeerNode, TypeConfig};

@@ -13,6 +13,8 @@ use crate::apply::{apply_request, read_clock};
 use crate::artifact::{ArtifactMeta, StoredContent};
 use crate::codec::{decode, encode};
 use crate::error::{raft_io_error, StoreError};
+use crate::event::{Event, HistoryStats};
+use crate::records::{InstanceRecord, KvRecord, LockRecord};
 use crate::snapshot::{read_meta, read_snapshot, sync_dir, SnapshotFile, SnapshotWriter};
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::view::Overlay;
@@ -34,7 +36,21 @@ pub(crate) struct Shared {
     /// The newest durable snapshot.
     current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
     receive_seq: AtomicU64,
+    /// Tells live watchers (and lock waiters) what each batch changed.
+    notices: tokio::sync::broadcast::Sender<Notice>,
 }
+
+/// What the state machine tells live subscribers after committing.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// The events of one applied batch, in order.
+    Events(Arc<[Event]>),
+    /// The state was replaced by a snapshot: re-read what you need.
+    Reset,
+}
+
+/// Notices buffered per subscriber before it is told it lagged.
+const NOTICE_BUFFER: usize = 4096;
 
 /// The state machine handed to openraft.
 #[derive(Clone)]
@@ -82,6 +98,7 @@ impl StateMachine {
             applied: AtomicU64::new(0),
             current: Mutex::new(current),
             receive_seq: AtomicU64::new(0),
+            notices: tokio::sync::broadcast::channel(NOTICE_BUFFER).0,
         });
         let applied = shared.read_applied()?;
         shared
@@ -163,8 +180,12 @@ impl Shared {
                 // then read the tree. Only this replica's own record is written.
                 view.put(keys::APPLIED.to_vec(), encode(&Some(log_id))?);
                 let done = std::mem::replace(&mut view, Overlay::new(&self.state));
-                self.state.apply_batch(done.into_batch())?;
+                let (batch, events) = done.into_batch();
+                self.state.apply_batch(batch)?;
                 self.applied.store(log_id.index, Ordering::Release);
+                if !events.is_empty() {
+                    let _ = self.notices.send(Notice::Events(events.into()));
+                }
                 crate::integrity::record_digest(self, log_id.index)?;
             }
         }
@@ -172,9 +193,14 @@ impl Shared {
             return Ok(responses);
         };
         view.put(keys::APPLIED.to_vec(), encode(&Some(last))?);
+        let (batch, events) = view.into_batch();
         // One atomic batch: the data and the applied log id move together.
-        self.state.apply_batch(view.into_batch())?;
+        self.state.apply_batch(batch)?;
         self.applied.store(last.index, Ordering::Release);
+        if !events.is_empty() {
+            // No receivers is fine: nobody is watching.
+            let _ = self.notices.send(Notice::Events(events.into()));
+        }
         Ok(responses)
     }
 
@@ -228,6 +254,7 @@ impl Shared {
         self.db.flush()?;
         self.applied
             .store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
+        let _ = self.notices.send(Notice::Reset);
         let dest = snapshot_path(&self.snapshot_dir, meta);
         fs::rename(path, &dest)?;
         sync_dir(&dest)?;
@@ -432,18 +459,13 @@ impl StateReader {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<ArtifactMeta>, StoreError> {
-        let mut items = Vec::new();
-        for item in self.scan_after(keys::ARTIFACT_PREFIX, prefix, cursor) {
-            let (_, v) = item?;
-            if items.len() == limit {
-                return Ok(page_with_more(items));
-            }
-            items.push(decode::<ArtifactMeta>(&v)?);
-        }
-        Ok(Page {
-            items,
-            next_cursor: None,
-        })
+        let scan = self.scan_after(keys::ARTIFACT_PREFIX, prefix, cursor);
+        collect_page(
+            scan,
+            limit,
+            |_, v| Ok(Some(decode::<ArtifactMeta>(v)?)),
+            |a| a.id.clone(),
+        )
     }
 
     /// The artifacts of one conversation whose id starts with `prefix`, by
@@ -456,23 +478,120 @@ impl StateReader {
         limit: usize,
     ) -> Result<Page<ArtifactMeta>, StoreError> {
         let index = keys::conversation_prefix(conversation_id);
-        let mut items = Vec::new();
-        for item in self.scan_after(&index, prefix, cursor) {
-            let (k, _) = item?;
-            let id = String::from_utf8_lossy(&k[index.len()..]).into_owned();
-            if items.len() == limit {
-                return Ok(page_with_more(items));
+        let scan = self.scan_after(&index, prefix, cursor);
+        // The index and the record are written in one batch; a record
+        // deleted between the two reads is simply skipped.
+        collect_page(
+            scan,
+            limit,
+            |k, _| self.artifact(&String::from_utf8_lossy(&k[index.len()..])),
+            |a| a.id.clone(),
+        )
+    }
+
+    /// A key/value entry.
+    pub fn kv(&self, key: &str) -> Result<Option<KvRecord>, StoreError> {
+        self.load(&keys::kv(key))
+    }
+
+    /// Key/value entries whose key starts with `prefix`, after `cursor`.
+    pub fn list_kv(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<KvRecord>, StoreError> {
+        let scan = self.scan_after(keys::KV_PREFIX, prefix, cursor);
+        collect_page(
+            scan,
+            limit,
+            |_, v| Ok(Some(decode::<KvRecord>(v)?)),
+            |r| r.key.clone(),
+        )
+    }
+
+    /// The holder of a lock, if it is held.
+    pub fn lock(&self, name: &str) -> Result<Option<LockRecord>, StoreError> {
+        self.load(&keys::lock(name))
+    }
+
+    /// How many requests wait for a lock.
+    pub fn lock_waiters(&self, name: &str) -> usize {
+        self.shared
+            .state
+            .scan_prefix(keys::lock_queue_prefix(name))
+            .count()
+    }
+
+    /// Every held lock, by name.
+    pub fn locks(&self) -> Result<Vec<LockRecord>, StoreError> {
+        self.decode_all(keys::LOCK_PREFIX)
+    }
+
+    /// Every live instance, by id.
+    pub fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+        self.decode_all(keys::INSTANCE_PREFIX)
+    }
+
+    /// Stored events from `revision` on, in order: about `limit` of them,
+    /// never ending in the middle of a revision (so that resuming after the
+    /// last one loses nothing).
+    pub fn events_from(&self, revision: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let mut out: Vec<Event> = Vec::new();
+        for item in self.shared.state.range(keys::event_from(revision)..) {
+            let (k, v) = item?;
+            if !k.starts_with(keys::EVENT_PREFIX) {
+                break;
             }
-            // The index and the record are written in one batch; a record
-            // deleted between the two reads is simply skipped.
-            if let Some(meta) = self.artifact(&id)? {
-                items.push(meta);
+            let event: Event = decode(&v)?;
+            if out.len() >= limit && out.last().is_some_and(|l| l.revision != event.revision) {
+                break;
             }
+            out.push(event);
         }
-        Ok(Page {
-            items,
-            next_cursor: None,
-        })
+        Ok(out)
+    }
+
+    /// Size and floor of the event history.
+    pub fn history(&self) -> Result<HistoryStats, StoreError> {
+        Ok(self.load(keys::EVENT_STATS)?.unwrap_or_default())
+    }
+
+    /// The oldest stored event's replicated time, if any.
+    pub fn oldest_event_ms(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.events_from(0, 1)?.first().map(|e| e.at_ms))
+    }
+
+    /// The earliest TTL or lease deadline, if anything is pending.
+    pub fn next_expiry_ms(&self) -> Result<Option<u64>, StoreError> {
+        match self.shared.state.scan_prefix(keys::EXPIRY_PREFIX).next() {
+            Some(item) => Ok(keys::parse_expiry(&item?.0).map(|(ms, _)| ms)),
+            None => Ok(None),
+        }
+    }
+
+    /// Live notices of applied changes. Subscribe before reading the
+    /// history, so that nothing falls between the two.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.shared.notices.subscribe()
+    }
+
+    fn load<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.shared.state.get(key)? {
+            Some(b) => Ok(Some(decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn decode_all<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.shared.state.scan_prefix(prefix) {
+            out.push(decode(&item?.1)?);
+        }
+        Ok(out)
     }
 
     /// Keys under `space` + `prefix`, strictly after `space` + `cursor`.
@@ -494,7 +613,27 @@ impl StateReader {
     }
 }
 
-fn page_with_more(items: Vec<ArtifactMeta>) -> Page<ArtifactMeta> {
-    let next_cursor = items.last().map(|a| a.id.clone());
-    Page { items, next_cursor }
+/// Reads up to `limit` items from `scan`; `item` turns a pair into an item
+/// (or skips it with `None`), `cursor_of` names the item for `next_cursor`.
+fn collect_page<T>(
+    scan: sled::Iter,
+    limit: usize,
+    mut item: impl FnMut(&[u8], &[u8]) -> Result<Option<T>, StoreError>,
+    cursor_of: impl Fn(&T) -> String,
+) -> Result<Page<T>, StoreError> {
+    let mut items = Vec::new();
+    for pair in scan {
+        let (k, v) = pair?;
+        if items.len() == limit {
+            let next_cursor = items.last().map(&cursor_of);
+            return Ok(Page { items, next_cursor });
+        }
+        if let Some(it) = item(&k, &v)? {
+            items.push(it);
+        }
+    }
+    Ok(Page {
+        items,
+        next_cursor: None,
+    })
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::error::StoreError;
+use crate::event::Event;
 
 /// Key/value pairs in key order.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -13,6 +14,8 @@ pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 pub struct Overlay<'a> {
     tree: &'a sled::Tree,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Change events recorded by this batch, in order, for live watchers.
+    pub events: Vec<Event>,
 }
 
 impl<'a> Overlay<'a> {
@@ -21,6 +24,7 @@ impl<'a> Overlay<'a> {
         Self {
             tree,
             pending: BTreeMap::new(),
+            events: Vec::new(),
         }
     }
 
@@ -62,8 +66,8 @@ impl<'a> Overlay<'a> {
         Ok(merged.into_iter().collect())
     }
 
-    /// The pending writes as one sled batch.
-    pub fn into_batch(self) -> sled::Batch {
+    /// The pending writes as one sled batch, and the events they record.
+    pub fn into_batch(self) -> (sled::Batch, Vec<Event>) {
         let mut batch = sled::Batch::default();
         for (k, v) in self.pending {
             match v {
@@ -71,6 +75,6 @@ impl<'a> Overlay<'a> {
                 None => batch.remove(k),
             }
         }
-        batch
+        (batch, self.events)
     }
 }

@@ -1,0 +1,526 @@
+//! Tests of the deterministic apply, one per guarantee.
+
+use super::*;
+use crate::artifact::ArtifactMeta;
+use crate::command::{ArtifactFields, Fence, Idempotency, KvMeta};
+use crate::records::LockRecord;
+use crate::StoredContent;
+
+fn tree() -> sled::Tree {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    db.open_tree("state").unwrap()
+}
+
+fn put(id: &str, body: &str, pre: Precondition) -> Command {
+    Command::PutArtifact {
+        id: id.into(),
+        fields: ArtifactFields {
+            title: Some(format!("title of {id}")),
+            ..Default::default()
+        },
+        content: StoredContent::prepare(body.as_bytes(), 1024),
+        merge: false,
+        precondition: pre,
+    }
+}
+
+/// Applies each (index, request) in its own committed batch, like the state machine.
+fn run(tree: &sled::Tree, entries: &[(u64, Request)]) -> Vec<Response> {
+    entries
+        .iter()
+        .map(|(index, req)| {
+            let mut view = Overlay::new(tree);
+            let r = apply_request(&mut view, *index, req).unwrap();
+            tree.apply_batch(view.into_batch().0).unwrap();
+            r
+        })
+        .collect()
+}
+
+fn artifact(r: &Response) -> &ArtifactMeta {
+    match r {
+        Response::Artifact(a) => a,
+        other => panic!("expected artifact, got {other:?}"),
+    }
+}
+
+fn kv_put(key: &str, value: &str, ttl_ms: Option<u64>, pre: Precondition) -> Command {
+    Command::KvPut {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        ttl_ms,
+        precondition: pre,
+    }
+}
+
+fn acquire(name: &str, owner: &str, ttl_ms: u64, wait_ms: u64) -> Command {
+    Command::LockAcquire {
+        name: name.into(),
+        owner: owner.into(),
+        ttl_ms,
+        wait_ms,
+    }
+}
+
+fn lock(r: &Response) -> &LockRecord {
+    match r {
+        Response::Lock(l) => l,
+        other => panic!("expected a lock grant, got {other:?}"),
+    }
+}
+
+fn events(tree: &sled::Tree) -> Vec<(u64, EventKind, String)> {
+    tree.scan_prefix(keys::EVENT_PREFIX)
+        .map(|kv| {
+            let e: Event = decode(&kv.unwrap().1).unwrap();
+            (e.revision, e.kind, e.key)
+        })
+        .collect()
+}
+
+fn tick(now: u64) -> Request {
+    Request::new(now, Command::Tick)
+}
+
+#[test]
+fn create_then_update_bumps_version_and_revision() {
+    let t = tree();
+    let rs = run(
+        &t,
+        &[
+            (3, Request::new(1000, put("a", "one", Precondition::None))),
+            (4, Request::new(2000, put("a", "two", Precondition::None))),
+        ],
+    );
+    let (first, second) = (artifact(&rs[0]), artifact(&rs[1]));
+    assert_eq!((first.version, first.revision), (1, 3));
+    assert_eq!((second.version, second.revision), (2, 4));
+    assert_eq!(second.created_ms, 1000);
+    assert_eq!(second.updated_ms, 2000);
+}
+
+#[test]
+fn version_preconditions_reject_without_change() {
+    let t = tree();
+    let rs = run(
+        &t,
+        &[
+            (1, Request::new(1, put("a", "x", Precondition::IfAbsent))),
+            (2, Request::new(2, put("a", "y", Precondition::IfAbsent))),
+            (
+                3,
+                Request::new(3, put("a", "y", Precondition::IfVersion(7))),
+            ),
+            (
+                4,
+                Request::new(4, put("a", "z", Precondition::IfVersion(1))),
+            ),
+            (5, Request::new(5, put("b", "z", Precondition::IfExists))),
+        ],
+    );
+    let conflict = |v| Response::Rejected(Rejection::Conflict { current_version: v });
+    assert_eq!(rs[1], conflict(Some(1)));
+    assert_eq!(rs[2], conflict(Some(1)));
+    assert_eq!(artifact(&rs[3]).version, 2);
+    assert_eq!(rs[4], conflict(None));
+    assert!(t.get(keys::artifact("b")).unwrap().is_none());
+}
+
+#[test]
+fn delete_honours_if_match_and_reports_missing() {
+    let t = tree();
+    let del = |pre| Command::DeleteArtifact {
+        id: "a".into(),
+        precondition: pre,
+    };
+    let rs = run(
+        &t,
+        &[
+            (1, Request::new(1, put("a", "x", Precondition::None))),
+            (2, Request::new(2, del(Precondition::IfVersion(9)))),
+            (3, Request::new(3, del(Precondition::IfVersion(1)))),
+            (4, Request::new(4, del(Precondition::None))),
+        ],
+    );
+    assert_eq!(
+        rs[1],
+        Response::Rejected(Rejection::Conflict {
+            current_version: Some(1)
+        })
+    );
+    assert_eq!(rs[2], Response::Deleted { revision: 3 });
+    assert_eq!(rs[3], Response::Rejected(Rejection::NotFound));
+    assert!(t.get(keys::blob("a")).unwrap().is_none());
+}
+
+#[test]
+fn replicated_clock_never_runs_backwards() {
+    let t = tree();
+    let rs = run(
+        &t,
+        &[
+            (1, Request::new(5000, put("a", "x", Precondition::None))),
+            // A new leader with a slower clock proposes an earlier time.
+            (2, Request::new(4000, put("a", "y", Precondition::None))),
+        ],
+    );
+    assert_eq!(artifact(&rs[1]).updated_ms, 5000);
+}
+
+#[test]
+fn idempotent_retry_returns_the_first_outcome_until_retention_ends() {
+    let t = tree();
+    let keyed = |now, body| Request {
+        now_ms: now,
+        idempotency: Some(Idempotency {
+            key: "k1".into(),
+            retain_ms: 60_000,
+        }),
+        fence: None,
+        command: put("a", body, Precondition::None),
+    };
+    let rs = run(&t, &[(1, keyed(1000, "x")), (2, keyed(2000, "y"))]);
+    assert_eq!(rs[0], rs[1], "the retry must not apply again");
+    assert_eq!(artifact(&rs[1]).version, 1);
+
+    // After retention, the key is forgotten (dropped on the replicated clock).
+    let later = 1000 + 60_000 + 1;
+    let rs = run(&t, &[(3, tick(later)), (4, keyed(later, "z"))]);
+    assert_eq!(rs[0], Response::Noop);
+    assert_eq!(artifact(&rs[1]).version, 2);
+}
+
+#[test]
+fn kv_ttl_expires_on_the_replicated_clock_with_an_expire_event() {
+    let t = tree();
+    let rs = run(
+        &t,
+        &[
+            (
+                1,
+                Request::new(1000, kv_put("s", "v", Some(500), Precondition::None)),
+            ),
+            (2, tick(1499)),
+        ],
+    );
+    assert_eq!(
+        rs[0],
+        Response::Kv(KvMeta {
+            key: "s".into(),
+            version: 1,
+            revision: 1,
+            expires_ms: Some(1500)
+        })
+    );
+    assert!(
+        t.get(keys::kv("s")).unwrap().is_some(),
+        "not yet due at 1499"
+    );
+    run(&t, &[(3, tick(1500))]);
+    assert!(t.get(keys::kv("s")).unwrap().is_none(), "due at 1500");
+    assert_eq!(
+        events(&t),
+        vec![
+            (1, EventKind::Put, "kv/s".into()),
+            (3, EventKind::Expire, "kv/s".into())
+        ]
+    );
+}
+
+#[test]
+fn kv_overwrite_without_ttl_cancels_the_old_expiry() {
+    let t = tree();
+    run(
+        &t,
+        &[
+            (
+                1,
+                Request::new(1000, kv_put("s", "v", Some(500), Precondition::None)),
+            ),
+            (
+                2,
+                Request::new(1100, kv_put("s", "w", None, Precondition::IfVersion(1))),
+            ),
+            (3, tick(5000)),
+        ],
+    );
+    assert!(t.get(keys::kv("s")).unwrap().is_some());
+    assert_eq!(t.scan_prefix(keys::EXPIRY_PREFIX).count(), 0);
+}
+
+#[test]
+fn lock_tokens_are_grant_indexes_and_strictly_increase() {
+    let t = tree();
+    let rs = run(
+        &t,
+        &[
+            (10, Request::new(1000, acquire("L", "a", 1000, 0))),
+            (11, Request::new(1001, acquire("L", "b", 1000, 0))),
+            (
+                12,
+                Request::new(
+                    1002,
+                    Command::LockRelease {
+                        name: "L".into(),
+                        token: 10,
+                    },
+                ),
+            ),
+            (13, Request::new(1003, acquire("L", "b", 1000, 0))),
+        ],
+    );
+    assert_eq!(lock(&rs[0]).token, 10);
+    assert_eq!(
+        rs[1],
+        Response::Rejected(Rejection::Locked {
+            holder: "a".into(),
+            expires_ms: 2000
+        })
+    );
+    assert_eq!(rs[2], Response::Released);
+    assert_eq!(lock(&rs[3]).token, 13);
+}
+
+#[test]
+fn waiters_are_granted_first_come_first_served_on_release() {
+    let t = tree();
+    let rs = run(
+        &t,
+        &[
+            (1, Request::new(0, acquire("L", "a", 10_000, 0))),
+            (2, Request::new(1, acquire("L", "b", 10_000, 5_000))),
+            (3, Request::new(2, acquire("L", "c", 10_000, 5_000))),
+            (
+                4,
+                Request::new(
+                    3,
+                    Command::LockRelease {
+                        name: "L".into(),
+                        token: 1,
+                    },
+                ),
+            ),
+        ],
+    );
+    assert_eq!(rs[1], Response::LockQueued { request: 2 });
+    assert_eq!(rs[2], Response::LockQueued { request: 3 });
+    let held: LockRecord = decode(&t.get(keys::lock("L")).unwrap().unwrap()).unwrap();
+    assert_eq!((held.owner.as_str(), held.token, held.request), ("b", 4, 2));
+    // c gives up: still queued, so it leaves and is told who holds the lock.
+    let rs = run(
+        &t,
+        &[(
+            5,
+            Request::new(
+                4,
+                Command::LockCancelWait {
+                    name: "L".into(),
+                    request: 3,
+                },
+            ),
+        )],
+    );
+    assert!(
+        matches!(&rs[0], Response::Rejected(Rejection::Locked { holder, .. }) if holder == "b")
+    );
+    assert_eq!(t.scan_prefix(keys::LOCK_QUEUE_PREFIX).count(), 0);
+}
+
+#[test]
+fn an_expired_lease_frees_the_lock_and_skips_waiters_past_their_deadline() {
+    let t = tree();
+    run(
+        &t,
+        &[
+            (1, Request::new(0, acquire("L", "a", 2_000, 0))),
+            (2, Request::new(0, acquire("L", "late", 1_000, 500))),
+            (3, Request::new(0, acquire("L", "patient", 1_000, 60_000))),
+            (4, tick(2_000)),
+        ],
+    );
+    let held: LockRecord = decode(&t.get(keys::lock("L")).unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (held.owner.as_str(), held.token, held.expires_ms),
+        ("patient", 4, 3_000)
+    );
+    let kinds: Vec<_> = events(&t).into_iter().map(|(r, k, _)| (r, k)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (1, EventKind::Put),
+            (4, EventKind::Expire),
+            (4, EventKind::Put)
+        ]
+    );
+}
+
+#[test]
+fn renew_extends_only_the_current_token() {
+    let t = tree();
+    let renew = |token| Command::LockRenew {
+        name: "L".into(),
+        token,
+        ttl_ms: 5_000,
+    };
+    let rs = run(
+        &t,
+        &[
+            (1, Request::new(0, acquire("L", "a", 1_000, 0))),
+            (2, Request::new(900, renew(1))),
+            (3, tick(1_500)),
+            (4, Request::new(1_600, renew(99))),
+        ],
+    );
+    assert_eq!(lock(&rs[1]).expires_ms, 5_900);
+    assert!(
+        t.get(keys::lock("L")).unwrap().is_some(),
+        "renewed lease survives its first deadline"
+    );
+    assert_eq!(
+        rs[3],
+        Response::Rejected(Rejection::TokenStale {
+            lock: "L".into(),
+            token: 99
+        })
+    );
+}
+
+#[test]
+fn fenced_write_applies_only_with_the_current_token() {
+    let t = tree();
+    let fenced = |now, token, value: &str| Request {
+        now_ms: now,
+        idempotency: None,
+        fence: Some(Fence {
+            lock: "L".into(),
+            token,
+        }),
+        command: kv_put("counter", value, None, Precondition::None),
+    };
+    let rs = run(
+        &t,
+        &[
+            (1, Request::new(0, acquire("L", "a", 1_000, 0))),
+            (2, fenced(10, 1, "1")),
+            (3, tick(1_000)),
+            (4, Request::new(1_001, acquire("L", "b", 1_000, 0))),
+            (5, fenced(1_002, 1, "stale")),
+            (6, fenced(1_003, 4, "2")),
+        ],
+    );
+    assert!(matches!(rs[1], Response::Kv(_)));
+    assert_eq!(
+        rs[4],
+        Response::Rejected(Rejection::Fenced {
+            lock: "L".into(),
+            token: 1,
+            current: Some(4)
+        })
+    );
+    assert!(matches!(rs[5], Response::Kv(KvMeta { version: 2, .. })));
+}
+
+#[test]
+fn instances_expire_and_refreshes_are_not_events() {
+    let t = tree();
+    let beat = |meta: Option<&str>| Command::InstanceHeartbeat {
+        id: "app-1".into(),
+        ttl_ms: 1_000,
+        meta_json: meta.map(str::to_string),
+    };
+    run(
+        &t,
+        &[
+            (1, Request::new(0, beat(Some("{\"v\":1}")))),
+            (2, Request::new(500, beat(None))),
+            (3, Request::new(900, beat(Some("{\"v\":2}")))),
+            (4, tick(1_899)),
+        ],
+    );
+    assert!(t.get(keys::instance("app-1")).unwrap().is_some());
+    run(&t, &[(5, tick(1_900))]);
+    assert!(t.get(keys::instance("app-1")).unwrap().is_none());
+    let kinds: Vec<_> = events(&t).into_iter().map(|(r, k, _)| (r, k)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (1, EventKind::Put),
+            (3, EventKind::Put),
+            (5, EventKind::Expire)
+        ]
+    );
+}
+
+#[test]
+fn trimming_keeps_the_newest_events_and_raises_the_floor() {
+    let t = tree();
+    let mut entries: Vec<(u64, Request)> = (1..=10)
+        .map(|i| {
+            (
+                i,
+                Request::new(
+                    i * 100,
+                    kv_put(&format!("k{i}"), "v", None, Precondition::None),
+                ),
+            )
+        })
+        .collect();
+    entries.push((
+        11,
+        Request::new(
+            1_100,
+            Command::TrimEvents {
+                keep_count: 4,
+                keep_ms: 1_000_000,
+            },
+        ),
+    ));
+    run(&t, &entries);
+    let revisions: Vec<u64> = events(&t).into_iter().map(|(r, _, _)| r).collect();
+    assert_eq!(revisions, vec![7, 8, 9, 10]);
+    let stats: HistoryStats = decode(&t.get(keys::EVENT_STATS).unwrap().unwrap()).unwrap();
+    assert_eq!(stats, HistoryStats { count: 4, floor: 6 });
+}
+
+#[test]
+fn same_entries_give_identical_state_on_two_replicas() {
+    let entries: Vec<(u64, Request)> = (1..80)
+        .map(|i| {
+            let cmd = match i % 7 {
+                0 => Command::DeleteArtifact {
+                    id: format!("a{}", i % 5),
+                    precondition: Precondition::None,
+                },
+                1 => acquire("L", &format!("o{i}"), 50, 100),
+                2 => Command::LockRelease {
+                    name: "L".into(),
+                    token: i - 1,
+                },
+                3 => kv_put(&format!("k{}", i % 4), "v", Some(30), Precondition::None),
+                _ => put(
+                    &format!("a{}", i % 5),
+                    &"z".repeat(i as usize * 100),
+                    Precondition::None,
+                ),
+            };
+            let idempotency = Some(Idempotency {
+                key: format!("k{}", i % 9),
+                retain_ms: 200,
+            });
+            (
+                i,
+                Request {
+                    now_ms: 10 * i,
+                    idempotency,
+                    fence: None,
+                    command: cmd,
+                },
+            )
+        })
+        .collect();
+    let (a, b) = (tree(), tree());
+    run(&a, &entries);
+    run(&b, &entries);
+    let dump = |t: &sled::Tree| t.iter().map(|kv| kv.unwrap()).collect::<Vec<_>>();
+    assert_eq!(dump(&a), dump(&b));
+}
