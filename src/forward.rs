@@ -173,9 +173,11 @@ impl NodeCore {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let index = match self.leader_at() {
-                LeaderAt::Here => leader::read_index(&self.raft, lease)
-                    .await
-                    .map_err(PeerCallError::from),
+                LeaderAt::Here => match lease {
+                    Some(_) => leader::read_index(&self.raft, lease).await,
+                    None => self.reads.read_index().await,
+                }
+                .map_err(PeerCallError::from),
                 LeaderAt::Peer(addr) => {
                     metrics::counter!(cairn_storage::telemetry::FORWARDED_REQUESTS, "kind" => "read_index")
                         .increment(1);

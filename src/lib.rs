@@ -1,9 +1,13 @@
 //! cairn: an embedded, Raft-replicated artifact and coordination store.
 //!
 //! A [`Node`] opens its data directory, joins or forms a Raft cluster with
-//! its peers, and serves the HTTP API of API.md: artifacts, and the cluster
-//! and health endpoints. Every node serves every request; followers forward
-//! writes and linearizable reads to the leader themselves.
+//! its peers, and serves the HTTP API of API.md: artifacts, key/value state
+//! with TTL, fenced locks, instance heartbeats, change watches, and the
+//! cluster and health endpoints. Every node serves every request; followers
+//! forward writes and linearizable reads to the leader themselves. A host
+//! application embeds a node and calls it in-process through the typed
+//! methods of [`Node`] (see `embed`), or merges [`Node::router`] into its
+//! own axum app.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cairn::node::NodeError> {
@@ -18,6 +22,7 @@
 pub mod api;
 pub mod config;
 pub mod diagnose;
+pub mod embed;
 pub mod forward;
 pub mod health;
 pub mod housekeeping;
@@ -28,5 +33,8 @@ pub mod probe;
 pub mod status;
 pub mod telemetry;
 
+pub use cairn_storage::{ArtifactFields, ArtifactMeta, Fence, KvRecord, LockRecord, Precondition};
 pub use config::NodeConfig;
+pub use embed::Write;
 pub use node::Node;
+pub use ops::Error;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cairn_raft::network::PeerNetwork;
 use cairn_raft::pb::NodeInfo;
+use cairn_raft::read_batch::ReadBatcher;
 use cairn_raft::server::PeerService;
 use cairn_raft::Raft;
 use cairn_storage::{Command, PeerNode, StateReader, Store};
@@ -54,6 +55,8 @@ pub struct NodeCore {
     pub reachability: Reachability,
     /// What this node knows of damaged stored content.
     pub integrity: crate::integrity::Integrity,
+    /// Shared quorum rounds for linearizable reads when this node leads.
+    pub reads: ReadBatcher,
 }
 
 /// A running Cairn node.
@@ -94,6 +97,7 @@ impl Node {
         let core = Arc::new(NodeCore {
             reachability: Reachability::default(),
             integrity: crate::integrity::Integrity::default(),
+            reads: ReadBatcher::new(raft.clone()),
             config,
             raft,
             state,
@@ -109,7 +113,13 @@ impl Node {
             raft_addr: core.config.public_raft_addr().to_string(),
             initialized: false,
         };
-        let service = PeerService::new(core.raft.clone(), info, core.config.lease()).into_server();
+        let service = PeerService::new(
+            core.raft.clone(),
+            info,
+            core.config.lease(),
+            core.reads.clone(),
+        )
+        .into_server();
         let maintenance = crate::integrity::service::MaintenanceService::server(core.clone());
         let grpc_stop = stop.clone();
         tasks.push(tokio::spawn(async move {

@@ -27,6 +27,7 @@
 pub mod config;
 pub mod leader;
 pub mod network;
+pub mod read_batch;
 pub mod server;
 
 /// Generated gRPC code of the peer protocol.

@@ -14,6 +14,7 @@ use tonic::{Response, Status, Streaming};
 use crate::leader;
 use crate::pb::raft_peer_server::{RaftPeer, RaftPeerServer};
 use crate::pb::{Empty, NodeInfo, Payload, ReadIndexRequest, SnapshotChunk};
+use crate::read_batch::ReadBatcher;
 use crate::{Raft, MAX_MESSAGE_BYTES};
 
 /// Serves Raft RPCs and leader-side client operations to peers.
@@ -22,13 +23,20 @@ pub struct PeerService {
     raft: Raft,
     info: NodeInfo,
     lease: Duration,
+    reads: ReadBatcher,
 }
 
 impl PeerService {
     /// A service for `raft`, introducing itself as `info`, granting lease
-    /// reads within `lease` of the last quorum acknowledgement.
-    pub fn new(raft: Raft, info: NodeInfo, lease: Duration) -> Self {
-        Self { raft, info, lease }
+    /// reads within `lease` of the last quorum acknowledgement and batching
+    /// linearizable read-index rounds through `reads`.
+    pub fn new(raft: Raft, info: NodeInfo, lease: Duration, reads: ReadBatcher) -> Self {
+        Self {
+            raft,
+            info,
+            lease,
+            reads,
+        }
     }
 
     /// The tonic service with Cairn's message size limits.
@@ -107,8 +115,12 @@ impl RaftPeer for PeerService {
         &self,
         req: tonic::Request<ReadIndexRequest>,
     ) -> Result<Response<Payload>, Status> {
-        let lease = req.into_inner().lease;
-        reply(&leader::read_index(&self.raft, lease.then_some(self.lease)).await)
+        let result = if req.into_inner().lease {
+            leader::read_index(&self.raft, Some(self.lease)).await
+        } else {
+            self.reads.read_index().await
+        };
+        reply(&result)
     }
 
     async fn hello(&self, _req: tonic::Request<Empty>) -> Result<Response<NodeInfo>, Status> {

@@ -69,6 +69,11 @@ impl TestNode {
         format!("http://{}{}", self.api, path)
     }
 
+    /// The base URL, owned (for moving into tasks).
+    pub fn clone_url(&self) -> String {
+        self.base_url()
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("node.log")
     }
@@ -175,6 +180,12 @@ impl Cluster {
                 if n > 1 {
                     args.push("--initial-cluster".into());
                     args.push(initial.clone());
+                }
+                // Tests check outcomes, not latency: a generous deadline keeps
+                // them deterministic on a loaded machine.
+                if !extra.contains(&"--request-timeout-ms") {
+                    args.push("--request-timeout-ms".into());
+                    args.push("15000".into());
                 }
                 args.extend(extra.iter().map(|s| s.to_string()));
                 TestNode {
@@ -303,4 +314,52 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// One Server-Sent Event: its `event:` name (if any), `id:` and JSON `data:`.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+/// Reads SSE events from `resp` until `done` says so, or panics at `timeout`.
+pub async fn read_sse(
+    resp: &mut reqwest::Response,
+    timeout: Duration,
+    mut done: impl FnMut(&[Sse]) -> bool,
+) -> Vec<Sse> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = String::new();
+    let mut events = Vec::new();
+    while !done(&events) {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("timed out after {timeout:?} with {} events", events.len()))
+            .expect("stream error")
+            .expect("stream ended early");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut event, mut id, mut data) = (None, None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if !data.is_empty() {
+                events.push(Sse {
+                    event,
+                    id,
+                    data: serde_json::from_str(&data).expect("event data is JSON"),
+                });
+            }
+        }
+    }
+    events
 }
