@@ -2,7 +2,8 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/peer.proto");
-    let fds = protox::compile(["proto/peer.proto"], ["proto"])?;
+    println!("cargo:rerun-if-changed=proto/maintenance.proto");
+    let fds = protox::compile(["proto/peer.proto", "proto/maintenance.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

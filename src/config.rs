@@ -152,6 +152,20 @@ pub struct NodeConfig {
     /// On SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, env = "CAIRN_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
+    /// How often the background scrub re-verifies every stored content
+    /// checksum (0 disables the periodic pass; damage found by reads is
+    /// still repaired).
+    #[arg(long, env = "CAIRN_SCRUB_INTERVAL_MS", default_value_t = 5 * 60 * 1000)]
+    pub scrub_interval_ms: u64,
+    /// The `disk_space` health check fails below this share of free space
+    /// on the data directory's file system.
+    #[arg(long, env = "CAIRN_MIN_FREE_DISK_PERCENT", default_value_t = 10)]
+    pub min_free_disk_percent: u8,
+    /// Serve `POST /v1/test/damage/{id}`, which flips a byte of stored
+    /// content on this node only, to exercise detection and repair. Never
+    /// enable in production.
+    #[arg(long, env = "CAIRN_ENABLE_TEST_HOOKS", default_value_t = false)]
+    pub enable_test_hooks: bool,
 }
 
 impl NodeConfig {

@@ -173,7 +173,7 @@ impl NodeCore {
                     .await
                     .map_err(PeerCallError::from),
                 LeaderAt::Peer(addr) => {
-                    metrics::counter!("cairn_forwarded_requests_total", "kind" => "write")
+                    metrics::counter!(cairn_storage::telemetry::FORWARDED_REQUESTS, "kind" => "write")
                         .increment(1);
                     self.peers.forward(&addr, &req, remaining).await
                 }
@@ -213,7 +213,7 @@ impl NodeCore {
                 }
                 .map_err(PeerCallError::from),
                 LeaderAt::Peer(addr) => {
-                    metrics::counter!("cairn_forwarded_requests_total", "kind" => "read_index")
+                    metrics::counter!(cairn_storage::telemetry::FORWARDED_REQUESTS, "kind" => "read_index")
                         .increment(1);
                     match lease {
                         Some(_) => self.peers.read_index(&addr, true, remaining).await,

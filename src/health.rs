@@ -25,7 +25,7 @@ pub struct Check {
 /// The outcome of all checks.
 #[derive(Debug, Clone, Serialize)]
 pub struct Assessment {
-    /// `healthy` (score ≥ 80), `degraded` (≥ 50) or `critical`.
+    /// `healthy` (score ≥ 90), `degraded` (≥ 50) or `critical`.
     pub status: &'static str,
     /// Sum of the weights of passing checks, 0-100.
     pub score: u32,
@@ -45,11 +45,21 @@ pub struct Assessment {
 }
 
 /// Runs every check against this node's current view.
+///
+/// Weights (sum 100): member 10, leader_known 20, quorum_reachable 20,
+/// members_reachable 15, replication_lag 10, disk_space 10,
+/// checksum_failures 10, snapshot_age 5.
 pub async fn assess(core: &NodeCore) -> Assessment {
     let view = ClusterView::read(core).await;
     let lag = view.commit_index.saturating_sub(view.applied_index);
     let max_lag = core.config.ready_max_lag;
     let (reachable, voters) = (view.reachable_voters(), view.voters());
+    let unreachable: Vec<String> = view
+        .members
+        .iter()
+        .filter(|m| !m.reachable)
+        .map(|m| m.id.to_string())
+        .collect();
     let checks = vec![
         Check {
             name: "member",
@@ -69,23 +79,37 @@ pub async fn assess(core: &NodeCore) -> Assessment {
                 Some(l) => format!("leader is node {l}"),
                 None => "no leader known".into(),
             },
-            weight: 40,
+            weight: 20,
             gates_ready: true,
         },
         Check {
             name: "quorum_reachable",
             ok: voters > 0 && reachable > voters / 2,
             detail: format!("{reachable} of {voters} voters reachable"),
-            weight: 30,
+            weight: 20,
+            gates_ready: false,
+        },
+        Check {
+            name: "members_reachable",
+            ok: unreachable.is_empty(),
+            detail: if unreachable.is_empty() {
+                format!("all {} members answer", view.members.len())
+            } else {
+                format!("node(s) {} do not answer", unreachable.join(", "))
+            },
+            weight: 15,
             gates_ready: false,
         },
         Check {
             name: "replication_lag",
             ok: lag <= max_lag,
             detail: format!("{lag} entries committed but not applied (limit {max_lag})"),
-            weight: 20,
+            weight: 10,
             gates_ready: true,
         },
+        disk_space(core),
+        checksum_failures(core),
+        snapshot_age(core, &view),
     ];
     let score = checks.iter().filter(|c| c.ok).map(|c| c.weight).sum();
     let ready = checks.iter().filter(|c| c.gates_ready).all(|c| c.ok);
@@ -101,11 +125,94 @@ pub async fn assess(core: &NodeCore) -> Assessment {
     }
 }
 
-/// Bands a score into a status.
+fn disk_space(core: &NodeCore) -> Check {
+    let dir = &core.config.data_dir;
+    let min = u64::from(core.config.min_free_disk_percent);
+    let (ok, detail) = match (fs2::available_space(dir), fs2::total_space(dir)) {
+        (Ok(free), Ok(total)) if total > 0 => {
+            let pct = free.saturating_mul(100) / total;
+            (
+                pct >= min,
+                format!(
+                    "{pct}% free ({} MiB of {} MiB; minimum {min}%)",
+                    free >> 20,
+                    total >> 20
+                ),
+            )
+        }
+        (Err(e), _) | (_, Err(e)) => (false, format!("cannot read free space: {e}")),
+        _ => (
+            false,
+            "the data directory's file system reports no size".into(),
+        ),
+    };
+    Check {
+        name: "disk_space",
+        ok,
+        detail,
+        weight: 10,
+        gates_ready: false,
+    }
+}
+
+fn checksum_failures(core: &NodeCore) -> Check {
+    let status = core.integrity.status();
+    let n = status.corrupt.len();
+    let detail = match (n, &status.last_scrub) {
+        (0, Some(s)) => format!(
+            "no damaged content; last scrub verified {} items",
+            s.checked
+        ),
+        (0, None) => "no damaged content seen (no scrub pass yet)".into(),
+        _ => format!(
+            "{n} stored item(s) fail their checksum and await repair: {}",
+            status
+                .corrupt
+                .iter()
+                .take(5)
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Check {
+        name: "checksum_failures",
+        ok: n == 0,
+        detail,
+        weight: 10,
+        gates_ready: false,
+    }
+}
+
+/// Snapshots keep the log short and let lagging members catch up; the check
+/// fails when the log has grown well past the snapshot policy.
+fn snapshot_age(core: &NodeCore, view: &ClusterView) -> Check {
+    let since = view
+        .last_log_index
+        .saturating_sub(view.snapshot_index.unwrap_or(0));
+    let limit = core
+        .config
+        .snapshot_every
+        .saturating_mul(2)
+        .saturating_add(core.config.keep_behind_snapshot);
+    Check {
+        name: "snapshot_age",
+        ok: since <= limit,
+        detail: match view.snapshot_index {
+            Some(i) => format!("{since} entries since the snapshot at {i} (limit {limit})"),
+            None => format!("{since} entries, no snapshot yet (limit {limit})"),
+        },
+        weight: 5,
+        gates_ready: false,
+    }
+}
+
+/// Bands a score into a status, as seed 000 reads scores: 90-100 healthy,
+/// 50-89 degraded (something needs a look), below 50 critical.
 pub fn band(score: u32) -> &'static str {
     match score {
-        80.. => "healthy",
-        50..=79 => "degraded",
+        90.. => "healthy",
+        50..=89 => "degraded",
         _ => "critical",
     }
 }
@@ -117,8 +224,8 @@ mod tests {
     #[test]
     fn scores_band_into_statuses() {
         assert_eq!(band(100), "healthy");
-        assert_eq!(band(80), "healthy");
-        assert_eq!(band(79), "degraded");
+        assert_eq!(band(90), "healthy");
+        assert_eq!(band(89), "degraded");
         assert_eq!(band(50), "degraded");
         assert_eq!(band(49), "critical");
         assert_eq!(band(0), "critical");

@@ -23,15 +23,18 @@ pub mod admin;
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod diagnose;
 pub mod embed;
 pub mod forward;
 pub mod health;
 pub mod housekeeping;
+pub mod integrity;
 pub mod join;
 pub mod node;
 pub mod ops;
 pub mod probe;
 pub mod status;
+pub mod telemetry;
 
 pub use cairn_storage::{ArtifactFields, ArtifactMeta, Fence, KvRecord, LockRecord, Precondition};
 pub use config::NodeConfig;

@@ -24,6 +24,8 @@ enum Cmd {
     Serve(Box<NodeConfig>),
     /// Administer a running cluster through its admin API.
     Admin(admin_cli::AdminArgs),
+    /// Report the health of every node, with hints; exits 1 when unhealthy.
+    Diagnose(cairn::diagnose::DiagnoseArgs),
 }
 
 fn init_tracing() {
@@ -85,5 +87,17 @@ async fn main() -> anyhow::Result<()> {
     match command {
         Cmd::Serve(config) => serve(*config).await,
         Cmd::Admin(args) => admin_cli::run(args).await,
+        Cmd::Diagnose(args) => {
+            let report = cairn::diagnose::diagnose(&args).await;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", cairn::diagnose::render(&report));
+            }
+            if !report.healthy {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

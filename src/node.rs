@@ -53,6 +53,8 @@ pub struct NodeCore {
     pub peers: PeerNetwork,
     /// Which members this node can reach.
     pub reachability: Reachability,
+    /// What this node knows of damaged stored content.
+    pub integrity: crate::integrity::Integrity,
     /// Shared quorum rounds for linearizable reads when this node leads.
     pub reads: ReadBatcher,
     /// Shared ReadIndex calls to the leader when this node follows.
@@ -83,6 +85,7 @@ impl Node {
     /// Opens the data directory, starts Raft, the peer server and the HTTP
     /// API, and (on first start) bootstraps or joins the cluster.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        crate::telemetry::install();
         let store = Store::open(&config.data_dir)?;
         let state = store.state_machine.reader();
         let peers = PeerNetwork::default();
@@ -105,6 +108,7 @@ impl Node {
                 config.request_timeout(),
             ),
             ops: crate::admin::Operations::default(),
+            integrity: crate::integrity::Integrity::default(),
             config,
             raft,
             state,
@@ -127,11 +131,13 @@ impl Node {
             core.reads.clone(),
         )
         .into_server();
+        let maintenance = crate::integrity::service::MaintenanceService::server(core.clone());
         let grpc_stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);
             let served = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(maintenance)
                 .serve_with_incoming_shutdown(incoming, grpc_stop.cancelled_owned())
                 .await;
             if let Err(e) = served {
@@ -158,6 +164,22 @@ impl Node {
         }));
 
         tasks.push(tokio::spawn(crate::probe::run(core.clone(), stop.clone())));
+        tasks.push(tokio::spawn(crate::telemetry::sample(
+            core.clone(),
+            stop.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::telemetry::watch_expiries(
+            core.clone(),
+            stop.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::telemetry::watch_leader(
+            core.clone(),
+            stop.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::integrity::run(
+            core.clone(),
+            stop.clone(),
+        )));
         tasks.push(tokio::spawn(crate::housekeeping::run(
             core.clone(),
             stop.clone(),

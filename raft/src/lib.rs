@@ -35,6 +35,13 @@ pub mod server;
 pub mod pb {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("cairn.peer.v1");
+
+    /// The maintenance protocol (digests, content copies, scrubs), served
+    /// by the node and called through [`crate::network::PeerNetwork::channel`].
+    pub mod maintenance {
+        #![allow(missing_docs, clippy::all)]
+        tonic::include_proto!("cairn.maintenance.v1");
+    }
 }
 
 pub use cairn_storage::{NodeId, PeerNode, TypeConfig};

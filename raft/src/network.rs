@@ -55,6 +55,14 @@ pub struct PeerNetwork {
 impl PeerNetwork {
     /// A client for the peer at `addr` (`host:port`), reusing its channel.
     pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, tonic::Status> {
+        Ok(RaftPeerClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// The (reused) channel to the peer at `addr`, for other services on
+    /// the peer port.
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::Status> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
@@ -72,9 +80,7 @@ impl PeerNetwork {
                 c
             }
         };
-        Ok(RaftPeerClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+        Ok(channel)
     }
 
     /// Sends a client write to the leader at `addr`.

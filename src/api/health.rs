@@ -46,12 +46,41 @@ pub async fn ready(State(core): State<AppState>) -> Response {
 
 #[derive(Serialize)]
 struct HealthBody<'a> {
+    node_id: u64,
+    version: &'static str,
+    disk: Disk,
     #[serde(flatten)]
     assessment: &'a Assessment,
 }
 
-/// `GET /health`: score, status and every named check.
+#[derive(Serialize)]
+struct Disk {
+    data_bytes: u64,
+    free_bytes: Option<u64>,
+    total_bytes: Option<u64>,
+}
+
+/// `GET /health`: score, status and every named check, plus the node's
+/// id, version and disk use (what `cairn diagnose` prints).
 pub async fn health(State(core): State<AppState>) -> Response {
     let a = assess(&core).await;
-    Json(HealthBody { assessment: &a }).into_response()
+    let dir = core.config.data_dir.clone();
+    let disk = tokio::task::spawn_blocking(move || Disk {
+        data_bytes: crate::telemetry::dir_size(&dir),
+        free_bytes: fs2::available_space(&dir).ok(),
+        total_bytes: fs2::total_space(&dir).ok(),
+    })
+    .await
+    .unwrap_or(Disk {
+        data_bytes: 0,
+        free_bytes: None,
+        total_bytes: None,
+    });
+    Json(HealthBody {
+        node_id: core.config.id,
+        version: env!("CARGO_PKG_VERSION"),
+        disk,
+        assessment: &a,
+    })
+    .into_response()
 }

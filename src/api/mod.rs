@@ -6,12 +6,15 @@ mod admin;
 mod artifacts;
 pub mod auth;
 mod cluster;
+mod consistency;
 pub mod error;
 mod health;
 mod instances;
 mod kv;
 mod locks;
+mod metrics;
 pub mod request;
+mod status_page;
 mod watch;
 
 use std::sync::Arc;
@@ -78,6 +81,14 @@ pub fn router(core: AppState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health", get(health::health))
+        .route("/metrics", get(metrics::metrics))
+        .route("/v1/cluster/consistency", get(consistency::consistency))
+        .route("/v1/cluster/recovery", post(consistency::recovery))
+        .route("/v1/cluster/integrity", get(consistency::integrity))
+        .route("/", get(status_page::page))
+        .merge(consistency::test_hooks(&core))
+        // Times every matched route (labels are route patterns, not paths).
+        .route_layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Each handler enforces its own documented limit (413 in our format).

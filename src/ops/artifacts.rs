@@ -111,12 +111,14 @@ pub async fn get(
     Ok(Revisioned { value, revision })
 }
 
+/// Damaged content is never served: it is reported (counted, and repaired
+/// from a healthy member in the background) and the caller told to retry.
 fn corrupt(core: &NodeCore, id: &str, e: cairn_storage::Corrupt) -> Error {
-    metrics::counter!("cairn_checksum_failures_total").increment(1);
-    tracing::error!(node = core.config.id, artifact = id, error = %e, "stored content failed verification");
+    core.integrity
+        .report(id, &e.to_string(), crate::integrity::FoundBy::Read);
     Error::Corrupt(format!(
         "artifact {id}: stored content failed checksum verification on node {} and is not served; \
-         another node can serve it",
+         it is being repaired from a healthy member (another node can serve it meanwhile)",
         core.config.id
     ))
 }

@@ -67,7 +67,7 @@ pub async fn acquire(
         (other, _) => Err(unexpected(other)),
     };
     if result.is_ok() {
-        metrics::counter!("cairn_lock_acquisitions_total").increment(1);
+        metrics::counter!(cairn_storage::telemetry::LOCK_ACQUISITIONS).increment(1);
     }
     result
 }

@@ -89,7 +89,7 @@ fn accepted(outcome: WriteOutcome) -> Result<(Response, u64), Error> {
     match outcome.response {
         Response::Rejected(r) => {
             if matches!(r, Rejection::Fenced { .. }) {
-                metrics::counter!("cairn_fenced_rejections_total").increment(1);
+                metrics::counter!(cairn_storage::telemetry::LOCK_FENCED_REJECTIONS).increment(1);
             }
             Err(Error::Rejected(r))
         }

@@ -44,7 +44,7 @@ pub fn watch(
     // Subscribe before reading the history so nothing falls in between.
     let notices = core.state.subscribe();
     tokio::spawn(async move {
-        let gauge = metrics::gauge!("cairn_watch_subscribers");
+        let gauge = metrics::gauge!(cairn_storage::telemetry::WATCH_SUBSCRIBERS);
         gauge.increment(1.0);
         if let Err(e) = pump(&core, &prefix, from, notices, &tx).await {
             tracing::warn!(error = %e, "watch ended on a storage error");
@@ -123,6 +123,6 @@ async fn send(tx: &mpsc::Sender<WatchItem>, prefix: &str, e: &Event) -> bool {
     if !e.key.starts_with(prefix) {
         return true;
     }
-    metrics::counter!("cairn_watch_events_total").increment(1);
+    metrics::counter!(cairn_storage::telemetry::WATCH_EVENTS).increment(1);
     tx.send(WatchItem::Change(e.clone())).await.is_ok()
 }

@@ -200,6 +200,9 @@ pub enum Command {
     },
     /// Advances the replicated clock; expires what is due.
     Tick,
+    /// Changes nothing; every replica records a digest of its state right
+    /// after applying it, so replicas can be compared at one log position.
+    DigestMarker,
 }
 
 impl Command {
@@ -228,6 +231,7 @@ impl Command {
             Command::TrimEvents { .. } => "trim_events",
             Command::InitCluster { .. } => "init_cluster",
             Command::Tick => "tick",
+            Command::DigestMarker => "digest_marker",
         }
     }
 }

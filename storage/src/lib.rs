@@ -22,11 +22,13 @@ pub mod codec;
 pub mod command;
 pub mod error;
 pub mod event;
+pub mod integrity;
 pub mod keys;
 pub mod log_store;
 pub mod records;
 pub mod snapshot;
 pub mod state_machine;
+pub mod telemetry;
 pub mod types;
 pub mod view;
 

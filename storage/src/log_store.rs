@@ -155,10 +155,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let started = std::time::Instant::now();
         let mut batch = sled::Batch::default();
+        let mut count = 0u64;
         for entry in entries {
             let bytes = encode(&entry).map_err(|e| logs_err(ErrorVerb::Write, e))?;
             batch.insert(&index_key(entry.log_id.index), bytes);
+            count += 1;
         }
         self.log
             .apply_batch(batch)
@@ -170,6 +173,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
             .map(|_| ())
             .map_err(std::io::Error::other);
+        metrics::histogram!(crate::telemetry::RAFT_LOG_APPEND_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::telemetry::RAFT_LOG_APPEND_ENTRIES).record(count as f64);
         callback.log_io_completed(flushed);
         Ok(())
     }

@@ -21,15 +21,18 @@ use crate::view::Overlay;
 use crate::{keys, Response};
 
 /// State shared by the state machine, its snapshot builders and readers.
-struct Shared {
-    db: sled::Db,
-    state: sled::Tree,
+pub(crate) struct Shared {
+    pub(crate) db: sled::Db,
+    pub(crate) state: sled::Tree,
+    /// This replica's own digests at consistency markers: local, never
+    /// replicated and never in a snapshot (see [`crate::integrity`]).
+    pub(crate) digests: sled::Tree,
     snapshot_dir: PathBuf,
     /// Serialises apply against snapshot build and install, so a snapshot is
     /// the state at exactly one applied index.
-    gate: tokio::sync::Mutex<()>,
+    pub(crate) gate: tokio::sync::Mutex<()>,
     /// Last applied log index, for readers (0 before the first entry).
-    applied: AtomicU64,
+    pub(crate) applied: AtomicU64,
     /// The newest durable snapshot.
     current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
     receive_seq: AtomicU64,
@@ -63,7 +66,7 @@ pub struct SnapshotBuilder {
 /// Read access to the applied state, for the API.
 #[derive(Clone)]
 pub struct StateReader {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 fn sm_err(verb: ErrorVerb, e: StoreError) -> StorageError {
@@ -84,10 +87,12 @@ impl StateMachine {
     pub fn open(db: sled::Db, snapshot_dir: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(snapshot_dir)?;
         let state = db.open_tree("state")?;
+        let digests = db.open_tree(crate::integrity::DIGEST_TREE)?;
         let current = newest_snapshot(snapshot_dir)?;
         let shared = Arc::new(Shared {
             db,
             state,
+            digests,
             snapshot_dir: snapshot_dir.to_path_buf(),
             gate: tokio::sync::Mutex::new(()),
             applied: AtomicU64::new(0),
@@ -156,6 +161,9 @@ impl Shared {
         let mut last = None;
         for entry in entries {
             last = Some(entry.log_id);
+            let log_id = entry.log_id;
+            let is_marker = matches!(&entry.payload,
+                EntryPayload::Normal(req) if req.command == crate::Command::DigestMarker);
             let response = match entry.payload {
                 EntryPayload::Blank => Response::Noop,
                 EntryPayload::Normal(req) => apply_request(&mut view, entry.log_id.index, &req)?,
@@ -166,6 +174,20 @@ impl Shared {
                 }
             };
             responses.push(response);
+            if is_marker {
+                // The digest is of the state at exactly this entry: commit
+                // what the batch holds so far (data and applied id together),
+                // then read the tree. Only this replica's own record is written.
+                view.put(keys::APPLIED.to_vec(), encode(&Some(log_id))?);
+                let done = std::mem::replace(&mut view, Overlay::new(&self.state));
+                let (batch, events) = done.into_batch();
+                self.state.apply_batch(batch)?;
+                self.applied.store(log_id.index, Ordering::Release);
+                if !events.is_empty() {
+                    let _ = self.notices.send(Notice::Events(events.into()));
+                }
+                crate::integrity::record_digest(self, log_id.index)?;
+            }
         }
         let Some(last) = last else {
             return Ok(responses);
@@ -302,10 +324,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let path = snapshot.path.clone();
         drop(snapshot);
         tracing::info!(snapshot = %meta.snapshot_id, "installing snapshot");
+        let started = std::time::Instant::now();
+        let size = fs::metadata(&path).map_or(0, |m| m.len());
+        let index = meta.last_log_id.map_or(0, |l| l.index);
         tokio::task::spawn_blocking(move || shared.install(&meta, &path))
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, StoreError::Io(e.into())))?
-            .map_err(|e| snap_err(ErrorVerb::Write, e))
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        record_snapshot("install", started, size, index);
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
@@ -332,17 +359,34 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let _gate = self.shared.gate.lock().await;
         let shared = self.shared.clone();
+        let started = std::time::Instant::now();
         let (meta, path) = tokio::task::spawn_blocking(move || shared.write_snapshot())
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, StoreError::Io(e.into())))?
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
+        record_snapshot(
+            "build",
+            started,
+            fs::metadata(&path).map_or(0, |m| m.len()),
+            meta.last_log_id.map_or(0, |l| l.index),
+        );
         let file = SnapshotFile::open(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(file),
         })
     }
+}
+
+/// Records a finished snapshot build or install in the metrics.
+fn record_snapshot(op: &'static str, started: std::time::Instant, bytes: u64, index: u64) {
+    use crate::telemetry as t;
+    metrics::counter!(t::RAFT_SNAPSHOTS, "op" => op).increment(1);
+    metrics::histogram!(t::RAFT_SNAPSHOT_SECONDS, "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    metrics::gauge!(t::RAFT_SNAPSHOT_BYTES).set(bytes as f64);
+    metrics::gauge!(t::RAFT_SNAPSHOT_INDEX).set(index as f64);
 }
 
 /// One page of a listing.

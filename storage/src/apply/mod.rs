@@ -174,7 +174,7 @@ fn apply_command(ctx: &mut Ctx<'_, '_>, command: &Command) -> Result<Response, S
             }
             Ok(Response::Noop)
         }
-        Command::Tick => Ok(Response::Noop),
+        Command::Tick | Command::DigestMarker => Ok(Response::Noop),
     }
 }
 
