@@ -172,7 +172,9 @@ async fn lease_expires_at_the_same_replicated_time_everywhere_across_leader_kill
     let renewed = c
         .http
         .post(c.node(via).url("/v1/locks/kept/acquire"))
-        .json(&json!({"owner": "renewer", "ttl_ms": 2000}))
+        // Its lease outlasts a failover (about 2 s here), so renewals
+        // through the failover keep it.
+        .json(&json!({"owner": "renewer", "ttl_ms": 6000}))
         .send()
         .await
         .unwrap()
@@ -188,7 +190,7 @@ async fn lease_expires_at_the_same_replicated_time_everywhere_across_leader_kill
         let r = c
             .http
             .post(c.node(survivors[1]).url("/v1/locks/kept/renew"))
-            .json(&json!({"token": renewed["token"], "ttl_ms": 2000}))
+            .json(&json!({"token": renewed["token"], "ttl_ms": 6000}))
             .send()
             .await
             .unwrap();
