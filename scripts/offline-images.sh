@@ -21,6 +21,8 @@ HAPROXY=haproxy:2.6
 export DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0}
 
 have() { [ "$REBUILD" != 1 ] && docker image inspect "$1" >/dev/null 2>&1; }
+# docker build, quiet unless it fails.
+build() { docker build -q "$@" >/dev/null 2>"$CACHE/build.log" || { cat "$CACHE/build.log" >&2; return 1; }; }
 say() { printf '[offline-images] %s\n' "$*"; }
 
 # Refuse to pretend: every image the two files use must be one built here.
@@ -58,7 +60,7 @@ build_rust() {
       cp -al "$toolchain_dir/$part" "$ctx/toolchain/" 2>/dev/null || cp -a "$toolchain_dir/$part" "$ctx/toolchain/"
     done
     cp scripts/offline/rust-toolchain.Dockerfile "$ctx/Dockerfile"
-    docker build -q -t "$toolchain_tag" "$ctx" >/dev/null || { rm -rf "$ctx"; exit 1; }
+    build -t "$toolchain_tag" "$ctx" || { rm -rf "$ctx"; exit 1; }
     rm -rf "$ctx"
   fi
 
@@ -69,10 +71,10 @@ build_rust() {
   else
     say "vendoring the crates of Cargo.lock into $vendored_tag"
     ctx=$(mktemp -d "$CACHE/rust-ctx.XXXXXX")
-    cargo vendor --locked --versioned-dirs "$ctx/vendor" >/dev/null
+    cargo vendor --locked --versioned-dirs "$ctx/vendor" >/dev/null 2>"$CACHE/vendor.log" \
+      || { cat "$CACHE/vendor.log" >&2; rm -rf "$ctx"; exit 1; }
     cp scripts/offline/rust.Dockerfile "$ctx/Dockerfile"
-    docker build -q --build-arg TOOLCHAIN_IMAGE="$toolchain_tag" -t "$vendored_tag" "$ctx" >/dev/null \
-      || { rm -rf "$ctx"; exit 1; }
+    build --build-arg TOOLCHAIN_IMAGE="$toolchain_tag" -t "$vendored_tag" "$ctx" || { rm -rf "$ctx"; exit 1; }
     rm -rf "$ctx"
   fi
   docker tag "$vendored_tag" "$RUST"
@@ -81,7 +83,7 @@ build_rust() {
 build_haproxy() {
   if have "$HAPROXY"; then say "$HAPROXY present"; return; fi
   say "building $HAPROXY from Debian's haproxy package"
-  docker build -q -t "$HAPROXY" -f scripts/offline/haproxy.Dockerfile scripts/offline >/dev/null
+  build -t "$HAPROXY" -f scripts/offline/haproxy.Dockerfile scripts/offline
 }
 
 mkdir -p "$CACHE"
