@@ -7,29 +7,27 @@
 # Without an image registry, scripts/offline-images.sh builds the two base
 # images below locally under these same names first.
 
+# The workspace reduced to what decides its dependencies: manifests, the
+# lock, build scripts and their protos, and every other Rust file replaced
+# by a stub. Editing Cairn's code leaves this skeleton byte-identical, so
+# the dependency layer below is reused; new crates need no change here.
+FROM rust:1-bookworm AS skeleton
+WORKDIR /src
+COPY . .
+RUN find . -type f ! -name Cargo.toml ! -name Cargo.lock ! -name build.rs \
+      ! -name '*.proto' ! -name '*.rs' -delete \
+ && find . -name '*.rs' ! -name build.rs -exec sh -c 'for f; do echo "fn main() { }" >"$f"; done' sh {} + \
+ && find . -type d -empty -delete
+
 FROM rust:1-bookworm AS build
 WORKDIR /src
-
-# Dependencies first, against stub crates, so that editing Cairn's own code
-# reuses this layer instead of recompiling every dependency. Keep the
-# manifests listed here in step with [workspace] members in Cargo.toml.
-COPY Cargo.toml Cargo.lock ./
-COPY raft/Cargo.toml raft/build.rs raft/
-COPY raft/proto raft/proto
-COPY storage/Cargo.toml storage/
-RUN mkdir -p src raft/src storage/src \
- && echo 'fn main() {}' >src/main.rs \
- && touch src/lib.rs raft/src/lib.rs storage/src/lib.rs \
- && cargo build --release --locked \
- && rm -rf src raft/src storage/src
-
-COPY src src
-COPY raft raft
-COPY storage storage
+COPY --from=skeleton /src ./
+RUN cargo build --release --locked -p cairn
+COPY . .
 # COPY keeps the files' original times, older than the stubs' build: touch
 # them so Cargo rebuilds the workspace crates from the real sources.
-RUN find src raft storage -name '*.rs' -exec touch {} + \
- && cargo build --release --locked \
+RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \
+ && cargo build --release --locked -p cairn \
  && install -D -m 0755 target/release/cairn /out/cairn
 
 FROM debian:bookworm-slim
