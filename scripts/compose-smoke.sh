@@ -49,7 +49,7 @@ cleanup() {
     say "failed (exit $status); last logs:"
     compose logs --no-color --tail 40 2>&1 | sed 's/^/    /' || true
   fi
-  docker rm -f "$COMPOSE_PROJECT_NAME-wrapper" >/dev/null 2>&1 || true
+  docker rm -f -v "$COMPOSE_PROJECT_NAME-wrapper" >/dev/null 2>&1 || true
   say "docker compose down -v"
   compose down -v --remove-orphans >/dev/null 2>&1 || say "down -v failed"
   rm -rf "$WORK"
@@ -92,7 +92,7 @@ wrapper_id() {
     jq -e '.node_id == 3' >/dev/null
 }
 wait_for 30 "the StatefulSet wrapper running pod cairn-2 as node 3" wrapper_id
-docker rm -f "$COMPOSE_PROJECT_NAME-wrapper" >/dev/null
+docker rm -f -v "$COMPOSE_PROJECT_NAME-wrapper" >/dev/null
 say "StatefulSet wrapper: pod cairn-2 runs as node 3"
 
 # ---------------------------------------------------------------- up
@@ -187,10 +187,10 @@ compose kill cairn-"$leader" >/dev/null 2>&1 || fail "docker compose kill cairn-
 new_leader() {
   local l
   l=$(cluster | jq -r '.leader') || return 1
-  [[ "$l" =~ ^[123]$ ]] && [ "$l" != "$leader" ]
+  [[ "$l" =~ ^[123]$ ]] && [ "$l" != "$leader" ] && new=$l
 }
 wait_for 30 "a new leader" new_leader
-say "new leader: node $(cluster | jq -r '.leader') after $(($(now_ms) - kill_ms)) ms"
+say "new leader: node $new after $(($(now_ms) - kill_ms)) ms"
 acked_since_ge() { [ "$(acked_since "$1")" -ge "$2" ]; }
 wait_for 60 "30 writes with the old leader down" acked_since_ge "$kill_ms" 30
 
