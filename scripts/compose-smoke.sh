@@ -5,8 +5,8 @@
 # verify that every acknowledged write is still there, on every node.
 # Exits 0 only if all of that holds. Bounded in time (CAIRN_SMOKE_LIMIT
 # seconds, default 3000: a cold image build on two cores takes most of it);
-# always removes
-# its containers, network and volumes, even on failure or timeout.
+# always removes its containers, network and volumes, even on failure or
+# timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
