@@ -241,11 +241,13 @@ pub async fn drain(core: &NodeCore) {
     let m = core.raft.metrics().borrow().clone();
     let leads = m.current_leader == Some(core.config.id);
     if leads && membership::successor(&m).is_some() {
+        // Half the shutdown budget for the hand-off, half for the requests
+        // still in flight afterwards.
         match membership::transfer_leadership(
             &core.raft,
             &core.peers,
             None,
-            core.config.shutdown_timeout(),
+            core.config.shutdown_timeout() / 2,
             true,
         )
         .await

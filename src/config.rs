@@ -149,7 +149,8 @@ pub struct NodeConfig {
     /// fails, so load balancers stop sending before it stops accepting.
     #[arg(long, env = "CAIRN_SHUTDOWN_DRAIN_MS", default_value_t = 1_000)]
     pub shutdown_drain_ms: u64,
-    /// On SIGTERM, how long in-flight requests may take to finish.
+    /// On SIGTERM, the most the whole shutdown may take: leadership
+    /// hand-off (at most half of it) and drain, then in-flight requests.
     #[arg(long, env = "CAIRN_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
     /// How often the background scrub re-verifies every stored content
@@ -197,7 +198,7 @@ impl NodeConfig {
             .unwrap_or(&self.raft_addr)
     }
 
-    /// How long in-flight requests may take to finish on shutdown.
+    /// The bound on the whole graceful shutdown.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
     }

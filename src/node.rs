@@ -217,9 +217,11 @@ impl Node {
     /// the store.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         tracing::info!(id = self.core.config.id, "shutting down");
+        // One deadline bounds the whole shutdown: the hand-off and drain,
+        // then the requests still in flight.
+        let deadline = tokio::time::Instant::now() + self.core.config.shutdown_timeout();
         crate::admin::drain(&self.core).await;
         self.stop.cancel();
-        let deadline = tokio::time::Instant::now() + self.core.config.shutdown_timeout();
         for mut task in self.tasks {
             match tokio::time::timeout_at(deadline, &mut task).await {
                 Ok(Ok(())) => {}
