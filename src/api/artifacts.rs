@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use super::request::{parse_json, precondition, read_body, write_options, ApiPath, ApiQuery};
-use super::{consistency, page_limit, AppState, REVISION_HEADER};
+use super::request::{
+    delete_precondition, parse_json, precondition, read_body, write_options, ApiPath, ApiQuery,
+};
+use super::{consistency, no_content, page_limit, AppState, REVISION_HEADER};
 use crate::ops::{artifacts, validate};
 
 /// The JSON body of POST and PUT.
@@ -431,14 +433,9 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let pre = precondition(&headers)?;
-    if pre == Precondition::IfAbsent {
-        return Err(ApiError::Invalid(
-            "If-None-Match makes no sense on DELETE".into(),
-        ));
-    }
+    let pre = delete_precondition(&headers)?;
     let revision = artifacts::delete(&state, &id, pre, write_options(&headers)?).await?;
-    Ok((StatusCode::NO_CONTENT, revision_header(revision)).into_response())
+    Ok(no_content(revision))
 }
 
 /// Query of listings.

@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cairn_storage::InstanceRecord;
@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::request::{parse_json, read_body, ApiPath, ApiQuery};
-use super::{consistency, AppState, REVISION_HEADER};
+use super::{consistency, no_content, AppState, REVISION_HEADER};
 use crate::ops::instances;
 
 /// Body of a heartbeat.
@@ -91,10 +91,5 @@ pub async fn leave(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let revision = instances::leave(&state, &id).await?;
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(REVISION_HEADER, HeaderValue::from(revision))],
-    )
-        .into_response())
+    Ok(no_content(instances::leave(&state, &id).await?))
 }

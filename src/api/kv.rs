@@ -6,12 +6,14 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use cairn_storage::{KvMeta, KvRecord, Precondition};
+use cairn_storage::{KvMeta, KvRecord};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::request::{precondition, read_body, write_options, ApiPath, ApiQuery};
-use super::{consistency, page_limit, AppState, REVISION_HEADER};
+use super::request::{
+    delete_precondition, precondition, read_body, write_options, ApiPath, ApiQuery,
+};
+use super::{consistency, no_content, page_limit, AppState, REVISION_HEADER};
 use crate::ops::kv;
 
 /// Query of `PUT /v1/kv/{key}`.
@@ -106,18 +108,9 @@ pub async fn delete(
     ApiPath(key): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let pre = precondition(&headers)?;
-    if pre == Precondition::IfAbsent {
-        return Err(ApiError::Invalid(
-            "If-None-Match makes no sense on DELETE".into(),
-        ));
-    }
+    let pre = delete_precondition(&headers)?;
     let revision = kv::delete(&state, &key, pre, write_options(&headers)?).await?;
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(REVISION_HEADER, HeaderValue::from(revision))],
-    )
-        .into_response())
+    Ok(no_content(revision))
 }
 
 /// Query of `GET /v1/kv`.

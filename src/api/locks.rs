@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::request::{parse_json, ApiPath, ApiQuery};
-use super::{consistency, AppState, REVISION_HEADER};
+use super::{consistency, no_content, AppState, REVISION_HEADER};
 use crate::ops::locks;
 
 /// Body of `acquire`.
@@ -108,12 +108,7 @@ pub async fn release(
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let b: ReleaseBody = json_body(&headers, body).await?;
-    let revision = locks::release(&state, &name, b.token).await?;
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(REVISION_HEADER, HeaderValue::from(revision))],
-    )
-        .into_response())
+    Ok(no_content(locks::release(&state, &name, b.token).await?))
 }
 
 /// Query of reads.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{from_fn_with_state, map_response_with_state};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 
@@ -111,6 +111,15 @@ async fn add_node_header(State(core): State<AppState>, mut response: Response) -
         .headers_mut()
         .insert(NODE_HEADER, HeaderValue::from(core.config.id));
     response
+}
+
+/// 204 for a change that leaves nothing to show, with its revision.
+pub fn no_content(revision: u64) -> Response {
+    (
+        axum::http::StatusCode::NO_CONTENT,
+        [(REVISION_HEADER, HeaderValue::from(revision))],
+    )
+        .into_response()
 }
 
 /// Parses `?consistency=`.

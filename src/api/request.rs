@@ -75,6 +75,16 @@ pub fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
     }
 }
 
+/// The version precondition of a DELETE: `If-Match` only.
+pub fn delete_precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    match precondition(headers)? {
+        Precondition::IfAbsent => Err(ApiError::Invalid(
+            "If-None-Match makes no sense on DELETE".into(),
+        )),
+        pre => Ok(pre),
+    }
+}
+
 /// The client's `Idempotency-Key`, if any.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match header_str(headers, "idempotency-key")? {
