@@ -47,6 +47,12 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                         Matcher::Full(names::RAFT_LOG_APPEND_ENTRIES.into()),
                         BATCH_BUCKETS,
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(names::RAFT_LOG_FLUSH_APPENDS.into()),
+                        BATCH_BUCKETS,
+                    )
                 });
             let builder = match builder {
                 Ok(b) => b,
@@ -97,6 +103,10 @@ fn describe() {
         "Log append latency, including fsync"
     );
     describe_histogram!(RAFT_LOG_APPEND_ENTRIES, "Entries per log append");
+    describe_histogram!(
+        RAFT_LOG_FLUSH_APPENDS,
+        "Log appends made durable by one flush (group commit)"
+    );
     describe_counter!(RAFT_SNAPSHOTS, "Snapshots built or installed");
     describe_gauge!(
         RAFT_SNAPSHOT_BYTES,

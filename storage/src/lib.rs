@@ -46,6 +46,9 @@ pub use snapshot::SnapshotFile;
 pub use state_machine::{Page, StateMachine, StateReader};
 pub use types::{NodeId, PeerNode, TypeConfig};
 
+/// The page cache a store keeps by default: 32 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// A node's storage: the Raft log and the state machine, sharing one sled
 /// database so that a log flush also persists applied state.
 pub struct Store {
@@ -58,10 +61,25 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the storage under `dir`.
+    /// Opens (or creates) the storage under `dir`, with the default page
+    /// cache ([`DEFAULT_CACHE_BYTES`]).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the storage under `dir`, keeping at most
+    /// `cache_bytes` of pages in memory. sled's own default (1 GiB) would let
+    /// an embedded node grow far past its host's expectations; reads beyond
+    /// the cache come from the OS page cache.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir.join("db")).open()?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(cache_bytes)
+            // Durability comes from the log store's flushes, which cover
+            // every tree; sled's own timed flush would only add disk writes.
+            .flush_every_ms(None)
+            .open()?;
         Ok(Self {
             log: LogStore::open(db.clone())?,
             state_machine: StateMachine::open(db.clone(), &dir.join("snapshots"))?,

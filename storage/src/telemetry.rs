@@ -24,6 +24,8 @@ pub const RAFT_REPLICATION_LAG: &str = "cairn_raft_replication_lag_entries";
 pub const RAFT_LOG_APPEND_SECONDS: &str = "cairn_raft_log_append_duration_seconds";
 /// Raft: entries per log append (histogram).
 pub const RAFT_LOG_APPEND_ENTRIES: &str = "cairn_raft_log_append_entries";
+/// Raft: appends made durable by one flush, the group commit (histogram).
+pub const RAFT_LOG_FLUSH_APPENDS: &str = "cairn_raft_log_flush_appends";
 /// Raft: snapshots built or installed, label `op` = `build|install` (counter).
 pub const RAFT_SNAPSHOTS: &str = "cairn_raft_snapshots_total";
 /// Raft: size of the newest snapshot file (gauge, bytes).
