@@ -102,11 +102,14 @@ pub struct NodeConfig {
     #[arg(long, env = "CAIRN_IDEMPOTENCY_RETENTION_MS", default_value_t = 60 * 60 * 1000)]
     pub idempotency_retention_ms: u64,
     /// Leader heartbeat interval.
-    #[arg(long, env = "CAIRN_HEARTBEAT_MS", default_value_t = 100)]
+    #[arg(long, env = "CAIRN_HEARTBEAT_MS", default_value_t = 40)]
     pub heartbeat_ms: u64,
-    /// Election timeout lower bound (upper bound is twice this).
-    #[arg(long, env = "CAIRN_ELECTION_TIMEOUT_MS", default_value_t = 500)]
+    /// Election timeout lower bound (the upper bound is 1.5 times this).
+    #[arg(long, env = "CAIRN_ELECTION_TIMEOUT_MS", default_value_t = 200)]
     pub election_timeout_ms: u64,
+    /// Page cache of the node's store, in MiB.
+    #[arg(long, env = "CAIRN_CACHE_MB", default_value_t = 32)]
+    pub cache_mb: u64,
     /// Build a snapshot and compact the log after this many entries.
     #[arg(long, env = "CAIRN_SNAPSHOT_EVERY", default_value_t = 20_000)]
     pub snapshot_every: u64,

@@ -86,7 +86,7 @@ impl Node {
     /// API, and (on first start) bootstraps or joins the cluster.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         crate::telemetry::install();
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open_with_cache(&config.data_dir, config.cache_mb * 1024 * 1024)?;
         let state = store.state_machine.reader();
         let peers = PeerNetwork::default();
         let raft_config = Arc::new(config.raft_settings().to_config()?);

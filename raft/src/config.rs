@@ -7,7 +7,7 @@ use std::time::Duration;
 pub struct RaftSettings {
     /// Leader heartbeat interval.
     pub heartbeat: Duration,
-    /// Election timeout lower bound (the upper bound is twice this).
+    /// Election timeout lower bound (the upper bound is 1.5 times this).
     pub election_timeout: Duration,
     /// Build a snapshot (and compact the log) after this many applied entries.
     pub snapshot_every: u64,
@@ -19,8 +19,8 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(500),
+            heartbeat: Duration::from_millis(40),
+            election_timeout: Duration::from_millis(200),
             snapshot_every: 20_000,
             keep_behind_snapshot: 1_000,
         }
@@ -35,7 +35,13 @@ impl RaftSettings {
             cluster_name: "cairn".into(),
             heartbeat_interval: self.heartbeat.as_millis() as u64,
             election_timeout_min: min,
-            election_timeout_max: min * 2,
+            // openraft 0.9 makes followers refuse votes for election_timeout_max
+            // after the last heartbeat (the leader lease) and then wait a random
+            // timeout on top, so a failover takes max + [min, max). A narrow
+            // band keeps that well under a second at the defaults (500–600 ms
+            // plus up to one tick of 1.5 heartbeats)
+            // while still spreading candidates apart.
+            election_timeout_max: min + min / 2,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
             // A batch of appends is bounded in bytes by the transport, which
