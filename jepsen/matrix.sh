@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full matrix (about 15 minutes): every workload under every family of
+# The full matrix (about 25 minutes): every workload under every family of
 # faults, 60 s each, then the stale-read run the checker must catch, and a
 # Markdown table of the results. Needs root. Usage: jepsen/matrix.sh [SECONDS]
 set -uo pipefail
@@ -19,6 +19,10 @@ run --workload artifact --nemesis partition,kill,loss
 run --workload set --nemesis partition,kill,pause,loss
 run --workload lock --nemesis pause,clock,partition-leader,kill
 run --workload register --nemesis loss,clock
+run --workload register --nemesis transfer,membership
+run --workload lock --nemesis transfer,pause,clock
+run --workload set --nemesis membership,kill,loss
+run --workload artifact --nemesis partition,transfer
 # Expected invalid: stale reads are not linearizable.
 run --workload register --read-consistency stale --nemesis partition
 "$bin" table "$results"

@@ -2,7 +2,8 @@
 //! Jepsen. It starts a cluster of real `cairn` processes, each in its own
 //! network namespace on a private bridge, runs a workload through random
 //! nodes while a nemesis injects faults (partitions, kill -9, pauses, clock
-//! skew, packet loss), heals, waits for recovery, and checks the recorded
+//! skew, packet loss, leader transfers, membership changes), heals, waits
+//! for recovery, and checks the recorded
 //! history: linearizability per key, lost acknowledged writes, lock safety.
 //!
 //! It talks to the cluster only over HTTP and through process and network

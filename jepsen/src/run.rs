@@ -134,7 +134,12 @@ fn harness(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
-async fn wait_ready(cluster: &Cluster, http: &reqwest::Client, within: Duration) -> bool {
+async fn wait_ready(
+    cluster: &Cluster,
+    http: &reqwest::Client,
+    within: Duration,
+    membership: bool,
+) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         let mut all = true;
@@ -145,7 +150,11 @@ async fn wait_ready(cluster: &Cluster, http: &reqwest::Client, within: Duration)
             }
         }
         if all && nemesis::leader(cluster, http).await.is_some() {
-            return true;
+            // After membership changes, every node must be a voter again.
+            let full: Vec<u64> = (1..=cluster.size() as u64).collect();
+            if !membership || nemesis::voters(cluster, http).await == Some(full) {
+                return true;
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -209,7 +218,7 @@ async fn drive(
     dir: &std::path::Path,
 ) -> anyhow::Result<Summary> {
     let probe = Client::new(opts.client_timeout, "linearizable".into(), Store::Artifact)?;
-    if !wait_ready(cluster, probe.http(), Duration::from_secs(60)).await {
+    if !wait_ready(cluster, probe.http(), Duration::from_secs(60), false).await {
         anyhow::bail!(
             "the cluster did not become ready within 60 s (logs in {})",
             dir.display()
@@ -321,12 +330,17 @@ async fn drive(
         w.await?;
     }
     let workload_ops = recorder.len();
-    let heal = cluster.clone();
-    tokio::task::spawn_blocking(move || heal.heal())
-        .await?
-        .map_err(harness)?;
     let healed = Instant::now();
-    let recovered = wait_ready(cluster, probe.http(), opts.recovery).await;
+    // Membership is restored within the recovery period, not on top of it.
+    let membership = opts.nemesis.contains(&Fault::Membership);
+    let restored = nemesis::heal(cluster, probe.http(), membership, opts.recovery)
+        .await
+        .map_err(harness)?;
+    if let Err(e) = &restored {
+        eprintln!("heal: {e}");
+    }
+    let left = opts.recovery.saturating_sub(healed.elapsed());
+    let recovered = restored.is_ok() && wait_ready(cluster, probe.http(), left, membership).await;
     let recovery_ms = healed.elapsed().as_millis() as u64;
 
     // Final reads through the recovered cluster.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Chaos smoke test (about two minutes): real cairn processes in network
-# namespaces under partitions, kill -9, pauses and packet loss, checked for
-# linearizability and lost writes; and a run with stale reads that the
-# checker must catch. Needs root (namespaces, iptables).
+# namespaces under partitions, kill -9, pauses, packet loss, leader
+# transfers and membership changes, checked for linearizability and lost
+# writes; and a run with stale reads that the checker must catch. Needs
+# root (namespaces, iptables).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -40,8 +41,9 @@ run() {
   fi
 }
 
-# Linearizable registers under partitions and kill -9: must be valid.
-run 0 --workload register --nemesis partition,partition-leader,kill --time 35 --quiet 3 --hold 6
+# Linearizable registers under partitions, kill -9, leader transfers and
+# a voter removed and rejoining: must be valid.
+run 0 --workload register --nemesis partition,kill,transfer,membership --time 50 --quiet 3 --hold 6
 # Lost acknowledged writes under pauses, packet loss and clock skew: none.
 run 0 --workload set --nemesis pause,loss,clock --time 25 --quiet 3 --hold 6
 # Stale reads under partitions are not linearizable: the checker must say so.
