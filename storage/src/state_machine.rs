@@ -182,11 +182,13 @@ impl Shared {
                 let done = std::mem::replace(&mut view, Overlay::new(&self.state));
                 let (batch, events) = done.into_batch();
                 self.state.apply_batch(batch)?;
+                // Recorded before the applied index moves: a reader that
+                // sees the marker applied then always finds its digest.
+                crate::integrity::record_digest(self, log_id.index)?;
                 self.applied.store(log_id.index, Ordering::Release);
                 if !events.is_empty() {
                     let _ = self.notices.send(Notice::Events(events.into()));
                 }
-                crate::integrity::record_digest(self, log_id.index)?;
             }
         }
         let Some(last) = last else {
