@@ -1,6 +1,7 @@
 //! Observability and self-repair on clusters of real processes: health
 //! scores and `diagnose` under a dead follower, detection and repair of
-//! damaged content, consistency digests, and the metrics families.
+//! damaged content, consistency digests, re-installing a diverged member,
+//! and the metrics families.
 
 mod common;
 
@@ -318,6 +319,154 @@ async fn recovery_repairs_a_member_whose_digest_disagrees() {
     )
     .await;
     assert_eq!(consistency(&c, victim).await["consistent"], true);
+}
+
+async fn put_kv(c: &Cluster, via: u64, key: &str, value: &str) -> bool {
+    c.http
+        .put(c.node(via).url(&format!("/v1/kv/{key}")))
+        .body(value.to_string())
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+async fn stale_kv(c: &Cluster, via: u64, key: &str) -> Option<String> {
+    let resp = c
+        .http
+        .get(c.node(via).url(&format!("/v1/kv/{key}?consistency=stale")))
+        .send()
+        .await
+        .ok()?;
+    if resp.status() != 200 {
+        return None;
+    }
+    resp.text().await.ok()
+}
+
+/// Removes one record from a stopped node's state tree, bypassing Raft: a
+/// divergence no checksum can see.
+fn lose_record_on_disk(node: &common::TestNode, key: &[u8]) {
+    let db = sled::open(node.dir.join("data").join("db")).unwrap();
+    let state = db.open_tree(cairn_storage::keys::STATE_TREE).unwrap();
+    assert!(state.remove(key).unwrap().is_some(), "no such record");
+    db.flush().unwrap();
+}
+
+fn member(report: &Value, id: u64) -> &Value {
+    report["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["id"] == id))
+        .unwrap_or_else(|| panic!("no member {id} in {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recovery_reinstalls_a_member_whose_state_diverged_with_intact_checksums() {
+    let _g = serial().await;
+    let mut c = Cluster::start(3, &["--scrub-interval-ms", "0"]).await;
+    for i in 0..20 {
+        assert!(put_kv(&c, 1, &format!("session-{i}"), &format!("v{i}")).await);
+    }
+    assert!(c
+        .put_text(1, "report", &"y".repeat(3000))
+        .await
+        .status()
+        .is_success());
+    let leader = c.wait_for_leader(Duration::from_secs(10)).await;
+    let victim = c.others(leader)[0];
+    eventually(
+        "the victim applied every write",
+        Duration::from_secs(10),
+        || async { (stale_kv(&c, victim, "session-19").await? == "v19").then_some(()) },
+    )
+    .await;
+
+    c.node_mut(victim).terminate();
+    lose_record_on_disk(c.node(victim), &cairn_storage::keys::kv("session-7"));
+    c.node_mut(victim).start();
+    c.wait_for_leader(Duration::from_secs(30)).await;
+    assert_eq!(stale_kv(&c, victim, "session-7").await, None);
+
+    let report = eventually(
+        "the check sees the victim's digest differ",
+        Duration::from_secs(30),
+        || async {
+            let r = consistency(&c, leader).await;
+            (member(&r, victim)["status"] == "mismatch").then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(report["consistent"], false, "{report}");
+    for id in c.others(victim) {
+        assert_eq!(member(&report, id)["status"], "match", "{report}");
+    }
+
+    // Writes keep arriving while the victim is re-installed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (http, url, stop) = (c.http.clone(), c.node(leader).base_url(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = http
+                    .put(format!("{url}/v1/kv/during-{}", n % 10))
+                    .body(n.to_string())
+                    .send()
+                    .await;
+                n += 1;
+            }
+            n
+        })
+    };
+    let started = Instant::now();
+    let resp = c
+        .http
+        .post(c.node(victim).url("/v1/cluster/recovery"))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let recovery: Value = resp.json().await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.await.unwrap();
+    eprintln!(
+        "recovery took {:?} with {writes} concurrent writes",
+        started.elapsed()
+    );
+    let run = member(&recovery, victim);
+    assert_eq!(run["action"], "reinstalled", "{recovery}");
+    assert!(run["reinstalled"]["from"] != victim, "{recovery}");
+    assert!(
+        run["reinstalled"]["index"].as_u64().unwrap() > 0,
+        "{recovery}"
+    );
+    assert!(
+        run["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("reinstalled from node "),
+        "{recovery}"
+    );
+    for id in c.others(victim) {
+        assert_eq!(member(&recovery, id)["action"], "scrubbed", "{recovery}");
+    }
+    assert_eq!(recovery["consistency"]["consistent"], true, "{recovery}");
+    assert_eq!(
+        stale_kv(&c, victim, "session-7").await.as_deref(),
+        Some("v7")
+    );
+
+    // The re-installed member keeps following the log.
+    assert!(put_kv(&c, leader, "after", "still replicated").await);
+    eventually(
+        "a later write reaches the re-installed member",
+        Duration::from_secs(10),
+        || async { (stale_kv(&c, victim, "after").await? == "still replicated").then_some(()) },
+    )
+    .await;
+    let report = consistency(&c, victim).await;
+    assert_eq!(report["consistent"], true, "{report}");
+    assert_eq!(report["members"].as_array().unwrap().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -36,8 +36,9 @@ pub mod pb {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("cairn.peer.v1");
 
-    /// The maintenance protocol (digests, content copies, scrubs), served
-    /// by the node and called through [`crate::network::PeerNetwork::channel`].
+    /// The maintenance protocol (digests, content copies, scrubs, state
+    /// images), served by the node and called through
+    /// [`crate::network::PeerNetwork::channel`].
     pub mod maintenance {
         #![allow(missing_docs, clippy::all)]
         tonic::include_proto!("cairn.maintenance.v1");

@@ -28,9 +28,36 @@ use crate::pb::{Empty, NodeInfo, Payload, ReadIndexRequest, SnapshotChunk};
 use crate::MAX_MESSAGE_BYTES;
 
 /// Bytes of snapshot file per stream message.
-const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// How long to wait for a TCP connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Streams `file` as messages of up to [`SNAPSHOT_CHUNK_BYTES`] each, made
+/// by `wrap`. The file is read off the async threads and the bounded
+/// channel holds at most a few chunks, so a large snapshot never sits in
+/// memory (nor in one gRPC message). Reading stops early when the receiver
+/// is dropped; the handle reports a read error.
+pub fn read_chunks<T: Send + 'static>(
+    mut file: std::fs::File,
+    mut wrap: impl FnMut(Vec<u8>) -> T + Send + 'static,
+) -> (
+    tokio_stream::wrappers::ReceiverStream<T>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<T>(4);
+    let reader = tokio::task::spawn_blocking(move || loop {
+        let mut data = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+        let n = file.read(&mut data)?;
+        if n == 0 {
+            return Ok(());
+        }
+        data.truncate(n);
+        if tx.blocking_send(wrap(data)).is_err() {
+            return Ok(());
+        }
+    });
+    (tokio_stream::wrappers::ReceiverStream::new(rx), reader)
+}
 
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -232,31 +259,13 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
         let header = encode(&(vote, snapshot.meta.clone())).map_err(|e| NetworkError::new(&e))?;
-        let mut file = snapshot.snapshot.file;
-        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
-        // Read the file off the async threads; the bounded channel keeps at
-        // most a few chunks in memory.
-        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut header = Some(header);
-            loop {
-                let mut data = vec![0u8; SNAPSHOT_CHUNK_BYTES];
-                let n = file.read(&mut data)?;
-                data.truncate(n);
-                let first = header.take();
-                if n == 0 && first.is_none() {
-                    return Ok(());
-                }
-                let chunk = SnapshotChunk {
-                    header: first.unwrap_or_default(),
-                    data,
-                };
-                if tx.blocking_send(chunk).is_err() {
-                    return Ok(());
-                }
-            }
+        let mut header = Some(header);
+        let (rx, reader) = read_chunks(snapshot.snapshot.file, move |data| SnapshotChunk {
+            header: header.take().unwrap_or_default(),
+            data,
         });
         let mut client = self.client().map_err(|e| Unreachable::new(&e))?;
-        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let mut request = tonic::Request::new(rx);
         request.set_timeout(option.hard_ttl().max(Duration::from_secs(60)));
         let call = client.install_snapshot(request);
         let reply = tokio::select! {

@@ -4,6 +4,11 @@
 //! The check commits a [`Command::DigestMarker`]; each replica digests its
 //! state right after applying it (the same log position everywhere), and
 //! the digests are then gathered over the maintenance RPC and compared.
+//!
+//! Recovery first has every member scrub (rewriting damaged content from a
+//! verified copy), checks again, and then re-installs the whole state of
+//! each member still disagreeing from a member holding the digest that a
+//! majority of the members hold.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +16,8 @@ use std::sync::Arc;
 use cairn_storage::{Command, NodeId};
 use serde::Serialize;
 
-use super::service::{local_digest, remote_digest, remote_scrub};
+use super::reinstall::{reinstall_from, Reinstalled};
+use super::service::{all_members, local_digest, remote_digest, remote_reinstall, remote_scrub};
 use super::{scrub, ScrubOutcome};
 use crate::forward::{Unavailable, WriteOptions};
 use crate::node::NodeCore;
@@ -46,18 +52,24 @@ pub struct ConsistencyReport {
     pub members: Vec<MemberDigest>,
 }
 
+impl ConsistencyReport {
+    /// The members whose status is `status`.
+    fn with_status(&self, status: &str) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .filter(|m| m.status == status)
+            .map(|m| m.id)
+            .collect()
+    }
+}
+
 /// Commits a marker and compares every member's digest at it.
 pub async fn check(core: &Arc<NodeCore>) -> Result<ConsistencyReport, Unavailable> {
     let index = core
         .write(Command::DigestMarker, WriteOptions::default())
         .await?
         .index;
-    let members: Vec<(NodeId, String)> = {
-        let m = core.raft.metrics().borrow().membership_config.clone();
-        m.nodes()
-            .map(|(id, n)| (*id, n.raft_addr.clone()))
-            .collect()
-    };
+    let members = all_members(core);
     let lookups = members.iter().map(|(id, addr)| {
         let core = core.clone();
         let (id, addr) = (*id, addr.clone());
@@ -125,12 +137,62 @@ pub async fn check(core: &Arc<NodeCore>) -> Result<ConsistencyReport, Unavailabl
 pub struct MemberRecovery {
     /// The member.
     pub id: NodeId,
+    /// `scrubbed` (its content was verified and damaged items rewritten),
+    /// `reinstalled` (its whole state was replaced by a healthy member's)
+    /// or `failed`.
+    pub action: &'static str,
+    /// What was done, in words: "scrubbed 12 items, repaired 1",
+    /// "reinstalled from node 1 at index 57", or the error.
+    pub summary: String,
     /// Its scrub-and-repair run, when it answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scrub: Option<ScrubOutcome>,
-    /// Why it could not run.
+    /// The re-install, when its state was replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reinstalled: Option<Reinstalled>,
+    /// Why it could not be repaired.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl MemberRecovery {
+    fn scrubbed(id: NodeId, run: Result<ScrubOutcome, String>) -> Self {
+        let mut r = Self {
+            id,
+            action: "scrubbed",
+            summary: String::new(),
+            scrub: None,
+            reinstalled: None,
+            error: None,
+        };
+        match run {
+            Ok(s) => {
+                r.summary = format!(
+                    "scrubbed {} items, repaired {}",
+                    s.checked,
+                    s.repaired.len()
+                );
+                r.scrub = Some(s);
+            }
+            Err(e) => r.fail(e),
+        }
+        r
+    }
+
+    fn fail(&mut self, error: String) {
+        self.action = "failed";
+        self.summary.clone_from(&error);
+        self.error = Some(error);
+    }
+
+    fn reinstalled(&mut self, done: Reinstalled) {
+        self.action = "reinstalled";
+        self.summary = format!(
+            "reinstalled from node {} at index {}",
+            done.from, done.index
+        );
+        self.reinstalled = Some(done);
+    }
 }
 
 /// The body of `POST /v1/cluster/recovery`.
@@ -143,41 +205,81 @@ pub struct RecoveryReport {
 }
 
 /// Has every member verify its stored content and rewrite what fails from a
-/// healthy member, then checks consistency again.
+/// healthy member; re-installs each member whose digest still disagrees
+/// from a member holding the majority's digest; then checks consistency
+/// again.
 pub async fn recover(core: &Arc<NodeCore>) -> Result<RecoveryReport, Unavailable> {
-    let members: Vec<(NodeId, String)> = {
-        let m = core.raft.metrics().borrow().membership_config.clone();
-        m.nodes()
-            .map(|(id, n)| (*id, n.raft_addr.clone()))
-            .collect()
-    };
+    let members = all_members(core);
     let runs = members.iter().map(|(id, addr)| {
         let core = core.clone();
         let (id, addr) = (*id, addr.clone());
         async move {
-            let r = if id == core.config.id {
+            let run = if id == core.config.id {
                 Ok(scrub(&core, true).await)
             } else {
                 remote_scrub(&core, &addr, true).await
             };
-            match r {
-                Ok(s) => MemberRecovery {
-                    id,
-                    scrub: Some(s),
-                    error: None,
-                },
-                Err(e) => MemberRecovery {
-                    id,
-                    scrub: None,
-                    error: Some(e),
-                },
-            }
+            MemberRecovery::scrubbed(id, run)
         }
     });
-    let members = futures::future::join_all(runs).await;
+    let mut runs = futures::future::join_all(runs).await;
+    let scrubbed = check(core).await?;
+    let diverged = scrubbed.with_status("mismatch");
+    if diverged.is_empty() {
+        return Ok(RecoveryReport {
+            members: runs,
+            consistency: scrubbed,
+        });
+    }
+    let source = healthy_source(core, &scrubbed);
+    // One at a time: each re-install streams a whole store.
+    for id in diverged {
+        let Some(run) = runs.iter_mut().find(|r| r.id == id) else {
+            continue;
+        };
+        let source = match &source {
+            Ok(source) => *source,
+            Err(why) => {
+                run.fail(format!("its digest differs; not re-installed: {why}"));
+                continue;
+            }
+        };
+        let done = if id == core.config.id {
+            reinstall_from(core, source).await
+        } else {
+            match members.iter().find(|(m, _)| *m == id) {
+                Some((_, addr)) => remote_reinstall(core, addr, source).await,
+                None => Err(format!("node {id} is no longer a member")),
+            }
+        };
+        match done {
+            Ok(done) => run.reinstalled(done),
+            Err(e) => run.fail(format!("re-installing from node {source}: {e}")),
+        }
+    }
     let consistency = check(core).await?;
     Ok(RecoveryReport {
-        members,
+        members: runs,
         consistency,
     })
+}
+
+/// The member to copy a diverged member's state from: one whose digest is
+/// the one a strict majority of all members hold (the leader if it is one,
+/// since it has usually applied the furthest). Without such a majority,
+/// nothing says which state is right, and nothing is re-installed.
+fn healthy_source(core: &NodeCore, report: &ConsistencyReport) -> Result<NodeId, String> {
+    let matching = report.with_status("match");
+    if matching.len() * 2 <= report.members.len() {
+        return Err(format!(
+            "only {} of {} members agree on a digest; no majority to copy from",
+            matching.len(),
+            report.members.len()
+        ));
+    }
+    let leader = core.raft.metrics().borrow().current_leader;
+    leader
+        .filter(|l| matching.contains(l))
+        .or(matching.first().copied())
+        .ok_or_else(|| "no member holds the majority's digest".into())
 }

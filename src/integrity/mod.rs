@@ -1,6 +1,7 @@
 //! Self-repair of stored content: what this node knows to be damaged, the
-//! background scrub that re-verifies every checksum, and the repair that
-//! fetches a verified copy from a healthy member.
+//! background scrub that re-verifies every checksum, the repair that
+//! fetches a verified copy from a healthy member, and (for a member whose
+//! state diverged otherwise) re-installing the whole state from one.
 //!
 //! Damaged content is never served (reads verify before answering and
 //! answer 503 `unavailable` instead); it is counted, shows in the
@@ -8,6 +9,7 @@
 //! copy matches the replicated checksum.
 
 pub mod consistency;
+pub mod reinstall;
 pub mod service;
 
 use std::collections::BTreeMap;

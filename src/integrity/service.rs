@@ -1,6 +1,8 @@
 //! The maintenance gRPC service on the peer port (digests, verified content
-//! copies, scrub runs) and the client calls other members make to it.
+//! copies, scrub runs, state images and re-installs) and the client calls
+//! other members make to it.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,16 +12,28 @@ use cairn_raft::pb::maintenance::Blob;
 use cairn_raft::MAX_MESSAGE_BYTES;
 use cairn_storage::codec::{decode, encode};
 use cairn_storage::integrity::DigestRecord;
-use cairn_storage::{NodeId, StoredContent};
+use cairn_storage::{NodeId, SnapshotFile, StoredContent};
+use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status};
 
+use super::reinstall::Reinstalled;
 use super::ScrubOutcome;
 use crate::node::NodeCore;
 
 /// The longest a member waits to apply a marker before answering `Digest`.
 const DIGEST_WAIT_MAX: Duration = Duration::from_secs(10);
+/// The longest a member waits to reach the wanted index before answering
+/// `FetchState`.
+const FETCH_WAIT_MAX: Duration = Duration::from_secs(10);
+/// The deadline of a whole state transfer (a store of many large artifacts
+/// streams for a while).
+const FETCH_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The chunks of a state image, as `FetchState` streams them.
+type ImageStream = Pin<Box<dyn Stream<Item = Result<Blob, Status>> + Send>>;
 
 /// Serves maintenance requests from other members.
 pub struct MaintenanceService {
@@ -83,15 +97,66 @@ impl Maintenance for MaintenanceService {
         let outcome: Result<ScrubOutcome, String> = Ok(super::scrub(&self.core, repair).await);
         reply(&outcome)
     }
+
+    type FetchStateStream = ImageStream;
+
+    async fn fetch_state(
+        &self,
+        req: Request<Blob>,
+    ) -> Result<Response<Self::FetchStateStream>, Status> {
+        let min_index: u64 = arg(req)?;
+        if self.core.state.applied_index() < min_index {
+            self.core
+                .raft
+                .wait(Some(FETCH_WAIT_MAX))
+                .applied_index_at_least(Some(min_index), "state image")
+                .await
+                .map_err(|e| Status::unavailable(format!("not applied up to {min_index}: {e}")))?;
+        }
+        let image = self
+            .core
+            .state
+            .export_image()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(
+            index = image.index,
+            "streaming a state image to a member re-installing"
+        );
+        let (chunks, reader) =
+            cairn_raft::network::read_chunks(image.file, |data| Ok(Blob { data }));
+        // A read error ends the stream with an error instead of a short
+        // image (which the receiver's checksum would refuse anyway).
+        let outcome = futures::stream::once(async move {
+            match reader.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(Err(Status::internal(format!("reading the image: {e}")))),
+                Err(e) => Some(Err(Status::internal(format!("reading the image: {e}")))),
+            }
+        })
+        .filter_map(std::future::ready);
+        Ok(Response::new(Box::pin(chunks.chain(outcome))))
+    }
+
+    async fn reinstall(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
+        let source: NodeId = arg(req)?;
+        reply(&super::reinstall::reinstall_from(&self.core, source).await)
+    }
+}
+
+/// Every member (this node included) and its raft (peer) address.
+pub fn all_members(core: &NodeCore) -> Vec<(NodeId, String)> {
+    let m = core.raft.metrics().borrow().membership_config.clone();
+    m.nodes()
+        .map(|(id, n)| (*id, n.raft_addr.clone()))
+        .collect()
 }
 
 /// The other members and their raft (peer) addresses.
 pub fn other_members(core: &NodeCore) -> Vec<(NodeId, String)> {
-    let m = core.raft.metrics().borrow().membership_config.clone();
-    m.nodes()
-        .filter(|(id, _)| **id != core.config.id)
-        .map(|(id, n)| (*id, n.raft_addr.clone()))
-        .collect()
+    let mut members = all_members(core);
+    members.retain(|(id, _)| *id != core.config.id);
+    members
 }
 
 fn client(
@@ -111,8 +176,12 @@ fn request<T: Serialize>(value: &T, timeout: Duration) -> Result<Request<Blob>, 
     Ok(req)
 }
 
+fn status_text(s: Status) -> String {
+    format!("{}: {}", s.code(), s.message())
+}
+
 fn answer<T: DeserializeOwned>(reply: Result<Response<Blob>, Status>) -> Result<T, String> {
-    let reply = reply.map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+    let reply = reply.map_err(status_text)?;
     decode(&reply.into_inner().data).map_err(|e| e.to_string())
 }
 
@@ -144,4 +213,36 @@ pub async fn remote_scrub(
 ) -> Result<ScrubOutcome, String> {
     let req = request(&repair, Duration::from_secs(300))?;
     answer::<Result<ScrubOutcome, String>>(client(core, addr)?.scrub(req).await)?
+}
+
+/// Receives the state image of the member at `addr`, at its applied index
+/// of at least `min_index`, into `into`.
+pub async fn fetch_state(
+    core: &NodeCore,
+    addr: &str,
+    min_index: u64,
+    into: SnapshotFile,
+) -> Result<(), String> {
+    let req = request(&min_index, FETCH_DEADLINE)?;
+    let mut stream = client(core, addr)?
+        .fetch_state(req)
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    let mut out = tokio::fs::File::from_std(into.file);
+    let io = |e: std::io::Error| format!("writing the image: {e}");
+    while let Some(chunk) = stream.message().await.map_err(status_text)? {
+        out.write_all(&chunk.data).await.map_err(io)?;
+    }
+    out.sync_all().await.map_err(io)
+}
+
+/// Asks the member at `addr` to re-install its state from member `source`.
+pub async fn remote_reinstall(
+    core: &NodeCore,
+    addr: &str,
+    source: NodeId,
+) -> Result<Reinstalled, String> {
+    let req = request(&source, FETCH_DEADLINE + Duration::from_secs(120))?;
+    answer::<Result<Reinstalled, String>>(client(core, addr)?.reinstall(req).await)?
 }

@@ -19,6 +19,8 @@
 //! | `exp/<u64 BE ms><key>` | expiry index of user-visible TTLs and leases: `<key>` is due then; the leader ticks while it is not empty |
 //! | `gc/<u64 BE ms><key>` | housekeeping index (idempotency records), purged by any entry, never ticked for |
 
+/// Name of the sled tree holding the whole replicated state.
+pub const STATE_TREE: &str = "state";
 /// Last applied log id.
 pub const APPLIED: &[u8] = b"sys/applied";
 /// Last applied membership.

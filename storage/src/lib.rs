@@ -2,8 +2,9 @@
 //!
 //! This crate holds the Raft log store and the state machine that openraft
 //! drives, the replicated command model and its deterministic apply, the
-//! snapshot file format, artifact content (compression and checksums), and
-//! the one codec that owns every byte on disk and between peers.
+//! snapshot file format, re-installing a diverged replica from a healthy
+//! member's image, artifact content (compression and checksums), and the
+//! one codec that owns every byte on disk and between peers.
 //!
 //! It does not talk to the network or decide anything about Raft: it stores
 //! what openraft asks it to, and answers reads for the API.
@@ -26,6 +27,7 @@ pub mod integrity;
 pub mod keys;
 pub mod log_store;
 pub mod records;
+pub mod reinstall;
 pub mod snapshot;
 pub mod state_machine;
 pub mod telemetry;
@@ -42,6 +44,7 @@ pub use error::StoreError;
 pub use event::{Event, EventKind};
 pub use log_store::LogStore;
 pub use records::{InstanceRecord, KvRecord, LockRecord, LockWaiter};
+pub use reinstall::{ApplyPause, ExportedImage, ReinstallOutcome};
 pub use snapshot::SnapshotFile;
 pub use state_machine::{Page, StateMachine, StateReader};
 pub use types::{NodeId, PeerNode, TypeConfig};

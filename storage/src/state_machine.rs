@@ -35,7 +35,10 @@ pub(crate) struct Shared {
     pub(crate) applied: AtomicU64,
     /// The newest durable snapshot.
     current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
-    receive_seq: AtomicU64,
+    pub(crate) receive_seq: AtomicU64,
+    /// A verified image of a healthy member's state, to replace this
+    /// replica's state once apply reaches its index (see [`crate::reinstall`]).
+    pub(crate) pending_image: Mutex<Option<crate::reinstall::PendingImage>>,
     /// Tells live watchers (and lock waiters) what each batch changed.
     notices: tokio::sync::broadcast::Sender<Notice>,
 }
@@ -55,7 +58,7 @@ const NOTICE_BUFFER: usize = 4096;
 /// The state machine handed to openraft.
 #[derive(Clone)]
 pub struct StateMachine {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Builds a snapshot of the state machine (handed to openraft).
@@ -86,7 +89,7 @@ impl StateMachine {
     /// Opens the state machine in `db`, with snapshots kept in `snapshot_dir`.
     pub fn open(db: sled::Db, snapshot_dir: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(snapshot_dir)?;
-        let state = db.open_tree("state")?;
+        let state = db.open_tree(keys::STATE_TREE)?;
         let digests = db.open_tree(crate::integrity::DIGEST_TREE)?;
         let current = newest_snapshot(snapshot_dir)?;
         let shared = Arc::new(Shared {
@@ -98,6 +101,7 @@ impl StateMachine {
             applied: AtomicU64::new(0),
             current: Mutex::new(current),
             receive_seq: AtomicU64::new(0),
+            pending_image: Mutex::new(None),
             notices: tokio::sync::broadcast::channel(NOTICE_BUFFER).0,
         });
         let applied = shared.read_applied()?;
@@ -141,7 +145,7 @@ fn newest_snapshot(dir: &Path) -> Result<Option<(SnapshotMeta, PathBuf)>, StoreE
 }
 
 impl Shared {
-    fn read_applied(&self) -> Result<Option<LogId>, StoreError> {
+    pub(crate) fn read_applied(&self) -> Result<Option<LogId>, StoreError> {
         match self.state.get(keys::APPLIED)? {
             Some(b) => Ok(decode(&b)?),
             None => Ok(None),
@@ -155,7 +159,7 @@ impl Shared {
         }
     }
 
-    fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<Response>, StoreError> {
+    pub(crate) fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<Response>, StoreError> {
         let mut view = Overlay::new(&self.state);
         let mut responses = Vec::with_capacity(entries.len());
         let mut last = None;
@@ -182,11 +186,13 @@ impl Shared {
                 let done = std::mem::replace(&mut view, Overlay::new(&self.state));
                 let (batch, events) = done.into_batch();
                 self.state.apply_batch(batch)?;
+                // Recorded before the applied index moves: a reader that
+                // sees the marker applied then always finds its digest.
+                crate::integrity::record_digest(self, log_id.index)?;
                 self.applied.store(log_id.index, Ordering::Release);
                 if !events.is_empty() {
                     let _ = self.notices.send(Notice::Events(events.into()));
                 }
-                crate::integrity::record_digest(self, log_id.index)?;
             }
         }
         let Some(last) = last else {
@@ -206,6 +212,17 @@ impl Shared {
 
     /// Writes the current state to a new snapshot file. The caller holds the gate.
     fn write_snapshot(&self) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+        let (meta, path) = self.write_image(|meta| snapshot_path(&self.snapshot_dir, meta))?;
+        self.set_current(meta.clone(), path.clone())?;
+        Ok((meta, path))
+    }
+
+    /// Writes the current state in the snapshot format to the file `dest`
+    /// names for its meta, and returns both. The caller holds the gate.
+    pub(crate) fn write_image(
+        &self,
+        dest: impl FnOnce(&SnapshotMeta) -> PathBuf,
+    ) -> Result<(SnapshotMeta, PathBuf), StoreError> {
         // The state the snapshot covers must be durable before the snapshot
         // exists, since the log behind it may be purged right after.
         self.db.flush()?;
@@ -226,14 +243,21 @@ impl Shared {
                 writer.record(&k, &v)?;
             }
         }
-        let path = snapshot_path(&self.snapshot_dir, &meta);
+        let path = dest(&meta);
         writer.finish(&path)?;
-        self.set_current(meta.clone(), path.clone())?;
         Ok((meta, path))
     }
 
+    /// A fresh file name in the snapshot directory for a transfer in
+    /// progress. `prefix` is `recv` or `tmp`, whose leftovers
+    /// [`newest_snapshot`] removes at startup.
+    pub(crate) fn scratch_path(&self, prefix: &str) -> PathBuf {
+        let n = self.receive_seq.fetch_add(1, Ordering::Relaxed);
+        self.snapshot_dir.join(format!("{prefix}-{n}.snap"))
+    }
+
     /// Replaces the whole state with the snapshot at `path`. The caller holds the gate.
-    fn install(&self, meta: &SnapshotMeta, path: &Path) -> Result<(), StoreError> {
+    pub(crate) fn install(&self, meta: &SnapshotMeta, path: &Path) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for key in self.state.iter().keys() {
             batch.remove(key?);
@@ -295,8 +319,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let _gate = self.shared.gate.lock().await;
-        self.shared
-            .apply_entries(entries)
+        crate::reinstall::apply_entries(&self.shared, entries)
+            .await
             .map_err(|e| sm_err(ErrorVerb::Write, e))
     }
 
@@ -307,8 +331,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
-        let n = self.shared.receive_seq.fetch_add(1, Ordering::Relaxed);
-        let path = self.shared.snapshot_dir.join(format!("recv-{n}.snap"));
+        let path = self.shared.scratch_path("recv");
         let file = SnapshotFile::create(&path).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         Ok(Box::new(file))
     }
