@@ -32,6 +32,7 @@ done
 
 step "cairn-bench --quick (debug build, 1 s points, 2 failovers each)"
 timeout 600 cargo run --quiet -p cairn-bench -- --quick --duration 1 \
+  --cairn-bin target/debug/cairn \
   --out "$RESULTS/run" --json "$RESULTS/report.json"
 
 step "every system ran every workload it supports, with no failed operation"
