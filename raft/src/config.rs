@@ -19,8 +19,8 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_millis(40),
-            election_timeout: Duration::from_millis(200),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(250),
             snapshot_every: 20_000,
             keep_behind_snapshot: 1_000,
         }
@@ -38,8 +38,12 @@ impl RaftSettings {
             // openraft 0.9 makes followers refuse votes for election_timeout_max
             // after the last heartbeat (the leader lease) and then wait a random
             // timeout on top, so a failover takes max + [min, max). A narrow
-            // band keeps that well under a second at the defaults (500–600 ms
-            // plus up to one tick of 1.5 heartbeats)
+            // band keeps that under a second at the defaults (625–750 ms plus
+            // up to one tick of 1.5 heartbeats). The heartbeat stays at 100 ms
+            // because openraft 0.9 also gives every AppendEntries one heartbeat
+            // interval to complete: shorter, and a 16 MiB artifact cannot reach
+            // a busy follower in time, whose missed heartbeats then start
+            // elections.
             // while still spreading candidates apart.
             election_timeout_max: min + min / 2,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
