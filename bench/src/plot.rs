@@ -63,12 +63,13 @@ pub fn write(path: &Path, runs: &[Run]) -> Result<(), Box<dyn std::error::Error>
         {
             let value = |r: &Run| if col == 0 { r.ops_per_s } else { r.p99_ms };
             let top = series.iter().map(|r| value(r)).fold(1.0f64, f64::max) * 2.0;
+            let bottom = (series.iter().map(|r| value(r)).fold(top, f64::min) / 3.0).max(0.01);
             let mut chart = ChartBuilder::on(&areas[row * 2 + col])
                 .caption(format!("{name}: {metric}"), ("sans-serif", 18))
                 .margin(8)
                 .x_label_area_size(30)
                 .y_label_area_size(60)
-                .build_cartesian_2d(-0.2f64..x_max, (0.05f64..top).log_scale())?;
+                .build_cartesian_2d(-0.2f64..x_max, (bottom..top).log_scale())?;
             chart
                 .configure_mesh()
                 .x_labels(levels.len().max(2))
@@ -80,7 +81,7 @@ pub fn write(path: &Path, runs: &[Run]) -> Result<(), Box<dyn std::error::Error>
                 let points: Vec<(f64, f64)> = series
                     .iter()
                     .filter(|r| r.system == *system)
-                    .map(|r| (x_of(r.concurrency), value(r).max(0.05)))
+                    .map(|r| (x_of(r.concurrency), value(r).max(bottom)))
                     .collect();
                 let c = colour(system);
                 chart
