@@ -190,6 +190,7 @@ pub async fn remove(core: &NodeCore, id: NodeId) -> Result<Removal, MembershipEr
         let new_leader = membership::transfer_leadership(
             &core.raft,
             &core.peers,
+            &core.writes,
             None,
             core.config.request_timeout() * 2,
             false,
@@ -213,6 +214,7 @@ pub async fn transfer(
     let new_leader = membership::transfer_leadership(
         &core.raft,
         &core.peers,
+        &core.writes,
         to,
         core.config.request_timeout() * 2,
         false,
@@ -246,6 +248,7 @@ pub async fn drain(core: &NodeCore) {
         match membership::transfer_leadership(
             &core.raft,
             &core.peers,
+            &core.writes,
             None,
             core.config.shutdown_timeout() / 2,
             true,

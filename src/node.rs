@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_raft::leader::WriteGate;
 use cairn_raft::network::PeerNetwork;
 use cairn_raft::pb::NodeInfo;
 use cairn_raft::read_batch::ReadBatcher;
@@ -59,6 +60,9 @@ pub struct NodeCore {
     pub reads: ReadBatcher,
     /// Shared ReadIndex calls to the leader when this node follows.
     pub remote_reads: ReadBatcher,
+    /// Admission of writes while this node leads; a leadership transfer
+    /// closes it.
+    pub writes: WriteGate,
     /// Membership changes in progress and the shutdown drain.
     pub ops: crate::admin::Operations,
 }
@@ -107,6 +111,7 @@ impl Node {
                 config.id,
                 config.request_timeout(),
             ),
+            writes: WriteGate::default(),
             ops: crate::admin::Operations::default(),
             integrity: crate::integrity::Integrity::default(),
             config,
@@ -129,6 +134,7 @@ impl Node {
             info,
             core.config.lease(),
             core.reads.clone(),
+            core.writes.clone(),
         )
         .into_server();
         let maintenance = crate::integrity::service::MaintenanceService::server(core.clone());

@@ -1,6 +1,7 @@
 //! Cluster membership through the admin API, against real processes:
 //! growing and shrinking under load, replacing a dead node, leadership
-//! transfer, removing the leader, the admin token, and graceful shutdown.
+//! transfer (also under continuous writes), removing the leader, the admin
+//! token, and graceful shutdown.
 
 mod common;
 
@@ -59,6 +60,21 @@ async fn assert_all_present(c: &Cluster, via: u64, prefix: &str, acked: &[usize]
             "acknowledged write {prefix}-{i} through node {via}"
         );
     }
+}
+
+/// Asks node `via` to hand leadership to `to`; returns the status, the body
+/// and how long the call took.
+async fn transfer(c: &Cluster, via: u64, to: u64) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let (status, body) = c
+        .admin(
+            via,
+            Method::POST,
+            "/v1/cluster/leader/transfer",
+            Some(json!({ "to": to })),
+        )
+        .await;
+    (status, body, started.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -248,35 +264,19 @@ async fn leadership_moves_to_the_named_node_and_the_leader_can_be_removed() {
     let (target, bystander) = (others[0], others[1]);
 
     // Through a node that is neither the leader nor the target.
-    let started = Instant::now();
-    let (status, body) = c
-        .admin(
-            bystander,
-            Method::POST,
-            "/v1/cluster/leader/transfer",
-            Some(json!({ "to": target })),
-        )
-        .await;
+    let (status, body, took) = transfer(&c, bystander, target).await;
     assert_eq!(status, 200, "transfer: {body}");
     assert_eq!(body["leader"], target);
     assert_eq!(c.wait_for_leader(Duration::from_secs(10)).await, target);
     eprintln!(
-        "leader transfer {leader} -> {target}: {} ms on the leader, {:?} end to end",
-        body["took_ms"],
-        started.elapsed()
+        "leader transfer {leader} -> {target}: {} ms on the leader, {took:?} end to end",
+        body["took_ms"]
     );
     let resp = c.put_text(leader, "after-transfer", "ok").await;
     assert!(resp.status().is_success());
 
     // Transferring to a node that is not a member is a clean 404.
-    let (status, _) = c
-        .admin(
-            leader,
-            Method::POST,
-            "/v1/cluster/leader/transfer",
-            Some(json!({ "to": 42 })),
-        )
-        .await;
+    let (status, _, _) = transfer(&c, leader, 42).await;
     assert_eq!(status, 404);
 
     // Remove the current leader (the request arrives at another node).
@@ -303,6 +303,134 @@ async fn leadership_moves_to_the_named_node_and_the_leader_can_be_removed() {
             .as_deref(),
         Some("ok")
     );
+}
+
+/// The longest stretch from `from` to `to` without an entry of `times`.
+fn longest_gap(mut times: Vec<Instant>, from: Instant, to: Instant) -> Duration {
+    times.retain(|t| (from..=to).contains(t));
+    times.sort_unstable();
+    let mut points = vec![from];
+    points.extend(times);
+    points.push(to);
+    points
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_transfers_under_continuous_writes_finish_quickly_and_barely_pause_writes() {
+    let _g = serial().await;
+    let c = Cluster::start(3, &[]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked_at = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let failed = Arc::new(AtomicUsize::new(0));
+    // A bound on the writers even if the test fails before stopping them.
+    let writers_until = Instant::now() + Duration::from_secs(120);
+    let writers: Vec<_> = (0..8u64)
+        .map(|w| {
+            let http = c.http.clone();
+            let url = c.node(w % 3 + 1).base_url();
+            let (stop, acked_at, failed) = (stop.clone(), acked_at.clone(), failed.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < writers_until {
+                    let key = format!("xfer-{w}-{i}");
+                    let sent = http
+                        .put(format!("{url}/v1/kv/{key}"))
+                        .body(format!("value {i}"))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status().is_success() => {
+                            acked_at.lock().unwrap().push(Instant::now());
+                            acked.push((key, format!("value {i}")));
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    i += 1;
+                }
+                acked
+            })
+        })
+        .collect();
+    let acked_count = || acked_at.lock().unwrap().len();
+    let writes_acked = |at_least: usize| {
+        eventually(
+            "the writers make progress",
+            Duration::from_secs(30),
+            move || {
+                let n = acked_count();
+                async move { (n >= at_least).then_some(n) }
+            },
+        )
+    };
+    writes_acked(200).await;
+
+    let first = Instant::now();
+    for round in 0..5 {
+        let leader = c.wait_for_leader(Duration::from_secs(10)).await;
+        let others = c.others(leader);
+        // Alternate between the lower and the higher follower, and ask
+        // through the other one, so the call is forwarded to the leader.
+        let (target, via) = (others[round % 2], others[(round + 1) % 2]);
+        let (status, body, took) = transfer(&c, via, target).await;
+        assert_eq!(status, 200, "transfer {leader} -> {target}: {body}");
+        assert_eq!(body["leader"], target);
+        assert!(
+            took < Duration::from_secs(3),
+            "transfer {leader} -> {target} took {took:?}"
+        );
+        assert_eq!(c.wait_for_leader(Duration::from_secs(10)).await, target);
+        eprintln!(
+            "transfer {leader} -> {target} under load: {} ms on the leader, {took:?} end to end",
+            body["took_ms"]
+        );
+        // Writes go on under the new leader before the next transfer.
+        writes_acked(acked_count() + 100).await;
+    }
+    let last = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.push(w.await.unwrap());
+    }
+    let gap = longest_gap(acked_at.lock().unwrap().clone(), first, last);
+    let total: usize = acked.iter().map(Vec::len).sum();
+    eprintln!(
+        "{total} writes acknowledged by 8 writers over 5 transfers in {:?}; \
+         longest gap between acknowledged writes {gap:?}",
+        last - first
+    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "writes failed");
+    assert!(
+        gap < Duration::from_secs(3),
+        "writes stalled for {gap:?} around the transfers"
+    );
+
+    // Every acknowledged write is readable, each writer's through another node.
+    let readers: Vec<_> = acked
+        .into_iter()
+        .enumerate()
+        .map(|(w, keys)| {
+            let http = c.http.clone();
+            let url = c.node((w as u64 + 1) % 3 + 1).base_url();
+            tokio::spawn(async move {
+                for (key, want) in keys {
+                    let resp = http.get(format!("{url}/v1/kv/{key}")).send().await.unwrap();
+                    assert_eq!(resp.status(), 200, "acknowledged write {key}");
+                    assert_eq!(resp.text().await.unwrap(), want, "acknowledged write {key}");
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -2,11 +2,14 @@
 //! index for a linearizable read. Used by the local API when this node leads
 //! and by the peer service for requests forwarded from followers.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_storage::{NodeId, Request, Response};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedRwLockWriteGuard, RwLock, RwLockReadGuard};
 
 use crate::{PeerNode, Raft};
 
@@ -22,6 +25,75 @@ pub enum LeaderError {
     /// Raft cannot serve right now (no quorum, shutting down).
     #[error("raft unavailable: {0}")]
     Unavailable(String),
+    /// This leader is handing leadership over and takes no new writes
+    /// until it has; retry shortly (on the new leader).
+    #[error("leadership is being handed over; retry")]
+    HandingOver,
+}
+
+/// Admission of client writes on this node while it leads.
+///
+/// A leadership transfer closes the gate (Raft thesis §3.10): as long as
+/// the leader keeps appending, its successor never holds the whole log, and
+/// a candidate with a shorter log loses the vote of every voter that has
+/// more. Refused writes fail with [`LeaderError::HandingOver`], which the
+/// forwarding path retries with backoff until the request deadline, by then
+/// against the new leader.
+#[derive(Clone, Default)]
+pub struct WriteGate {
+    inner: Arc<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    /// Set while a transfer holds the gate, so new writes are refused at
+    /// once instead of queueing behind it.
+    closed: AtomicBool,
+    /// Every admitted write holds a read guard until it is applied; closing
+    /// takes the write side, so it returns once the writes in flight are
+    /// done and the log has stopped growing.
+    in_flight: Arc<RwLock<()>>,
+}
+
+/// The gate held shut; dropping it admits writes again.
+pub struct ClosedGate {
+    state: Arc<GateState>,
+    _drained: OwnedRwLockWriteGuard<()>,
+}
+
+impl Drop for ClosedGate {
+    fn drop(&mut self) {
+        self.state.closed.store(false, Ordering::Release);
+    }
+}
+
+impl WriteGate {
+    fn admit(&self) -> Result<RwLockReadGuard<'_, ()>, LeaderError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(LeaderError::HandingOver);
+        }
+        self.inner
+            .in_flight
+            .try_read()
+            .map_err(|_| LeaderError::HandingOver)
+    }
+
+    /// Refuses new writes and waits up to `timeout` for those in flight to
+    /// be applied. `None` (and the gate open again) if they were not.
+    pub async fn close(&self, timeout: Duration) -> Option<ClosedGate> {
+        self.inner.closed.store(true, Ordering::Release);
+        let drained = self.inner.in_flight.clone().write_owned();
+        match tokio::time::timeout(timeout, drained).await {
+            Ok(guard) => Some(ClosedGate {
+                state: self.inner.clone(),
+                _drained: guard,
+            }),
+            Err(_) => {
+                self.inner.closed.store(false, Ordering::Release);
+                None
+            }
+        }
+    }
 }
 
 /// A committed write: its log index (the revision) and the state machine's answer.
@@ -41,9 +113,15 @@ pub fn wall_clock_ms() -> u64 {
 }
 
 /// Stamps `req` with this (leader) node's clock, proposes it and waits until
-/// it is committed and applied. The stamp is the only way time enters the
-/// state machine.
-pub async fn write(raft: &Raft, mut req: Request) -> Result<WriteOutcome, LeaderError> {
+/// it is committed and applied, unless `gate` is closed for a leadership
+/// transfer. The stamp is the only way time enters the state machine.
+pub async fn write(
+    raft: &Raft,
+    gate: &WriteGate,
+    mut req: Request,
+) -> Result<WriteOutcome, LeaderError> {
+    // Held until the entry is applied: a transfer waits for it.
+    let _admitted = gate.admit()?;
     req.now_ms = wall_clock_ms();
     match raft.client_write(req).await {
         Ok(r) => Ok(WriteOutcome {

@@ -2,10 +2,11 @@
 //! has caught up, promote it, remove a member, and hand leadership to
 //! another voter. Voter changes go through openraft's joint consensus.
 //!
-//! openraft 0.9 has no leadership-transfer call: the leader asks the target
-//! to campaign (the `Elect` peer RPC). The target, holding the whole log,
-//! wins the votes whose leader lease has run out (the leader's own included),
-//! and the old leader steps down on seeing the higher term.
+//! openraft 0.9 has no leadership-transfer call: the leader stops taking
+//! writes, waits until the target holds its whole log, and asks it to
+//! campaign (the `Elect` peer RPC). The target wins the votes whose leader
+//! lease has run out (the leader's own included), and the old leader steps
+//! down on seeing the higher term.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics};
 use tokio::time::Instant;
 
+use crate::leader::WriteGate;
 use crate::network::PeerNetwork;
 use crate::Raft;
 
@@ -219,12 +221,34 @@ impl Drop for Passive<'_> {
     }
 }
 
+/// The record of member `id`, which must be a voter to lead.
+fn voter_node(m: &RaftMetrics<NodeId, PeerNode>, id: NodeId) -> Result<PeerNode, MembershipError> {
+    let membership = m.membership_config.membership();
+    let node = membership
+        .get_node(&id)
+        .cloned()
+        .ok_or(MembershipError::NotFound(id))?;
+    if !membership.voter_ids().any(|v| v == id) {
+        return Err(MembershipError::Invalid(format!(
+            "node {id} is a learner; only a voter can lead"
+        )));
+    }
+    Ok(node)
+}
+
 /// Hands leadership from this leader to voter `to` (or the best placed
 /// voter) and waits until it leads. Returns the new leader. With
 /// `stay_passive`, this node never campaigns again (it is shutting down).
+///
+/// The target first catches up while writes still flow. Then `writes` is
+/// closed: new client writes are refused (callers retry) until the target
+/// holds this leader's whole log, it has been asked to campaign and won, or
+/// a few election timeouts have passed. A transfer that cannot finish gives
+/// up within a second or two instead of holding writes back.
 pub async fn transfer_leadership(
     raft: &Raft,
     peers: &PeerNetwork,
+    writes: &WriteGate,
     to: Option<NodeId>,
     timeout: Duration,
     stay_passive: bool,
@@ -239,77 +263,119 @@ pub async fn transfer_leadership(
             MembershipError::Invalid("no other voter to hand leadership to".into())
         })?,
     };
-    let membership = m.membership_config.membership();
-    let mut node = membership
-        .get_node(&target)
-        .cloned()
-        .ok_or(MembershipError::NotFound(target))?;
-    if !membership.voter_ids().any(|v| v == target) {
-        return Err(MembershipError::Invalid(format!(
-            "node {target} is a learner; only a voter can lead"
-        )));
-    }
-    // This node must not campaign against its successor once it has
-    // stepped down (dueling candidates split the votes for seconds).
-    let _passive = Passive::new(raft, stay_passive);
-    // A candidate whose log is behind loses the vote: let it catch up first.
-    let last = m.last_log_index.unwrap_or(0);
+    voter_node(&m, target)?;
+    // A target far behind (just restarted, or fed a snapshot) catches up
+    // while writes still flow: holding them back that long is an outage.
     let remaining = deadline.saturating_duration_since(Instant::now());
-    wait_caught_up(raft, target, last, remaining).await?;
+    wait_caught_up(raft, target, m.last_log_index.unwrap_or(0), remaining).await?;
 
-    // The first campaign is usually refused: the voters' leader lease has
-    // not run out. It still makes this leader see the higher term and step
-    // down, which frees its vote; one more campaign a couple of heartbeats
-    // later then wins. Asking again too soon would abort the target's own
-    // campaign in flight, so while nobody leads the target is asked every
-    // two heartbeats, and while this node still leads once per (minimum)
-    // election timeout.
+    // Every later step is bounded by about an election timeout, so the
+    // pause in writes stays short even when the transfer fails.
+    let election = Duration::from_millis(raft.config().election_timeout_max);
+    let within = |budget: Duration| budget.min(deadline.saturating_duration_since(Instant::now()));
+    // This node must not campaign against its successor once it has
+    // stepped down (dueling candidates split the votes).
+    let _passive = Passive::new(raft, stay_passive);
+    // While this leader keeps appending, the target is always a little
+    // behind when it campaigns, and every voter with a longer log refuses
+    // it. Stop taking writes (Raft thesis 3.10) until the transfer is over.
+    let Some(_paused) = writes.close(within(election)).await else {
+        return Err(MembershipError::Timeout(
+            "writes in flight on the leader did not finish; transfer abandoned".into(),
+        ));
+    };
+    let m = raft.metrics().borrow().clone();
+    ensure_leader(&m)?;
+    if to.is_none() {
+        // Writes kept arriving while the first choice caught up: the voter
+        // holding most of the log now is closest to holding all of it.
+        target = successor(&m).unwrap_or(target);
+    }
+    let node = voter_node(&m, target)?;
+    wait_caught_up(
+        raft,
+        target,
+        m.last_log_index.unwrap_or(0),
+        within(election),
+    )
+    .await?;
+    campaign(
+        raft,
+        peers,
+        (target, &node),
+        to.is_none(),
+        within(election * 3),
+    )
+    .await
+}
+
+/// Asks `target`, which holds this leader's whole log, to campaign, and
+/// waits up to `budget` for it (or, with `any`, anyone else) to lead.
+///
+/// A voter grants the vote once its leader lease has run out, and this
+/// leader's own lease counts from its election: a leader of longer standing
+/// votes for the target at once, which makes it step down and gives the
+/// target a majority in a three-node cluster. A leader elected less than a
+/// lease ago refuses, but the target's higher term makes it step down at its
+/// next heartbeat, which frees its vote, and one more campaign a couple of
+/// heartbeats later wins. That is the only repeat: each campaign raises the
+/// term, and asking again and again pre-empts the other voters' own
+/// elections, so that nobody can win until the asking stops. The budget
+/// covers the lease plus one election timeout, with room to spare; after
+/// it, writes resume here if this node still leads, or the ordinary
+/// election timers pick a leader.
+async fn campaign(
+    raft: &Raft,
+    peers: &PeerNetwork,
+    (target, node): (NodeId, &PeerNode),
+    any: bool,
+    budget: Duration,
+) -> Result<NodeId, MembershipError> {
+    const MAX_ASKS: u32 = 2;
     let config = raft.config();
-    let quick = Duration::from_millis((config.heartbeat_interval * 2).max(150));
-    let slow = Duration::from_millis(config.election_timeout_min);
-    let me = m.id;
+    // Asking again while the target's campaign is still in flight would
+    // abort it: wait two heartbeats once this node has stepped down, and a
+    // whole election timeout while it still leads (the first ask was lost).
+    let after_step_down = Duration::from_millis((config.heartbeat_interval * 2).max(150));
+    let while_leading = Duration::from_millis(config.election_timeout_min);
+    let deadline = Instant::now() + budget;
     let mut rx = raft.metrics();
-    let mut last_ask: Option<Instant> = None;
+    let me = rx.borrow().id;
+    let (mut asks, mut asked) = (0, Instant::now());
     loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(MembershipError::Timeout(format!(
-                "node {target} did not take over within {} ms",
-                timeout.as_millis()
-            )));
-        }
-        let now = rx.borrow_and_update().clone();
-        let leader = now.current_leader;
-        if leader == Some(me) && to.is_none() {
-            // Writes keep arriving until this node steps down: the voter
-            // holding most of the log is the one that can win.
-            if let Some(best) = successor(&now).filter(|&b| b != target) {
-                if let Some(n) = now.membership_config.membership().get_node(&best) {
-                    target = best;
-                    node = n.clone();
-                }
-            }
-        }
-        let since = last_ask.map_or(Duration::MAX, |t| t.elapsed());
-        let ask = match leader {
+        let leader = rx.borrow_and_update().current_leader;
+        match leader {
             Some(l) if l == target => return Ok(l),
+            Some(l) if l != me && any => return Ok(l),
             Some(l) if l != me => {
-                if to.is_none() {
-                    return Ok(l);
-                }
                 return Err(MembershipError::Unavailable(format!(
                     "node {l} took over instead of node {target}; retry on the new leader"
-                )));
+                )))
             }
-            Some(_) => since >= slow,
-            None => since >= quick,
+            _ => {}
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            let then = if leader == Some(me) {
+                "this node keeps leading"
+            } else {
+                "an ordinary election follows"
+            };
+            return Err(MembershipError::Timeout(format!(
+                "node {target} did not take over within {} ms; {then}",
+                budget.as_millis()
+            )));
+        }
+        let wait = if leader == Some(me) {
+            while_leading
+        } else {
+            after_step_down
         };
-        if ask {
-            last_ask = Some(Instant::now());
-            if let Err(e) = peers
-                .elect(&node.raft_addr, remaining.min(Duration::from_secs(1)))
-                .await
-            {
+        if asks == 0 || (asks < MAX_ASKS && asked.elapsed() >= wait) {
+            asks += 1;
+            asked = Instant::now();
+            let call = remaining.min(Duration::from_secs(1));
+            if let Err(e) = peers.elect(&node.raft_addr, call).await {
                 tracing::warn!(target, error = %e, "asking the successor to campaign failed");
             }
         }

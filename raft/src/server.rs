@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tonic::{Response, Status, Streaming};
 
-use crate::leader;
+use crate::leader::{self, WriteGate};
 use crate::pb::raft_peer_server::{RaftPeer, RaftPeerServer};
 use crate::pb::{Empty, NodeInfo, Payload, ReadIndexRequest, SnapshotChunk};
 use crate::read_batch::ReadBatcher;
@@ -24,18 +24,27 @@ pub struct PeerService {
     info: NodeInfo,
     lease: Duration,
     reads: ReadBatcher,
+    writes: WriteGate,
 }
 
 impl PeerService {
     /// A service for `raft`, introducing itself as `info`, granting lease
-    /// reads within `lease` of the last quorum acknowledgement and batching
-    /// linearizable read-index rounds through `reads`.
-    pub fn new(raft: Raft, info: NodeInfo, lease: Duration, reads: ReadBatcher) -> Self {
+    /// reads within `lease` of the last quorum acknowledgement, batching
+    /// linearizable read-index rounds through `reads` and admitting
+    /// forwarded writes through `writes`.
+    pub fn new(
+        raft: Raft,
+        info: NodeInfo,
+        lease: Duration,
+        reads: ReadBatcher,
+        writes: WriteGate,
+    ) -> Self {
         Self {
             raft,
             info,
             lease,
             reads,
+            writes,
         }
     }
 
@@ -118,7 +127,7 @@ impl RaftPeer for PeerService {
 
     async fn forward(&self, req: tonic::Request<Payload>) -> Result<Response<Payload>, Status> {
         let request: Request = decode_arg(&req.into_inner().data)?;
-        reply(&leader::write(&self.raft, request).await)
+        reply(&leader::write(&self.raft, &self.writes, request).await)
     }
 
     async fn read_index(
