@@ -69,6 +69,10 @@ struct Args {
     /// Keep the systems' data folders after the run.
     #[arg(long)]
     keep_data: bool,
+    /// Run nothing: judge the targets of a saved report (for example runs
+    /// of different systems put together) and write its table and plot.
+    #[arg(long)]
+    from_report: Option<PathBuf>,
 }
 
 fn parse_system(s: &str) -> anyhow::Result<SystemKind> {
@@ -167,6 +171,15 @@ fn machine() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(saved) = &args.from_report {
+        let mut report: Report = serde_json::from_slice(&std::fs::read(saved)?)?;
+        report.judge();
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("bench-results/from-report"));
+        return write_outputs(&report, &out, args.json.as_deref());
+    }
     let systems = args
         .systems
         .iter()
@@ -225,10 +238,16 @@ async fn main() -> anyhow::Result<()> {
     if !args.keep_data {
         let _ = std::fs::remove_dir_all(&data);
     }
-    let report: Report = result?;
-    let json = serde_json::to_string_pretty(&report)?;
+    write_outputs(&result?, &out, args.json.as_deref())
+}
+
+/// Writes report.json, table.md and plot.svg into `out` (and the JSON to
+/// `json` too), and prints the table.
+fn write_outputs(report: &Report, out: &Path, json_copy: Option<&Path>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let json = serde_json::to_string_pretty(report)?;
     std::fs::write(out.join("report.json"), &json)?;
-    if let Some(path) = &args.json {
+    if let Some(path) = json_copy {
         std::fs::write(path, &json)?;
     }
     let table = report.markdown();
