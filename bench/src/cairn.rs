@@ -76,39 +76,39 @@ impl Cairn {
         matches!(http.get(url).send().await, Ok(r) if r.status().is_success())
     }
 
-    /// Each running node's applied index (None when it does not answer).
-    pub async fn log_ends(&self, http: &reqwest::Client) -> Vec<Option<u64>> {
-        let mut ends = Vec::new();
+    /// What each running node reports of the cluster (None when it does
+    /// not answer).
+    async fn views(&self, http: &reqwest::Client) -> Vec<Option<ClusterView>> {
+        let mut views = Vec::new();
         for (i, url) in self.urls.iter().enumerate() {
             if !self.procs[i].is_running() {
                 continue;
             }
-            let view = match http.get(format!("{url}/v1/cluster")).send().await {
+            views.push(match http.get(format!("{url}/v1/cluster")).send().await {
                 Ok(r) if r.status().is_success() => r.json::<ClusterView>().await.ok(),
                 _ => None,
-            };
-            ends.push(view.map(|v| v.applied_index));
+            });
         }
-        ends
+        views
+    }
+
+    /// Each running node's applied index (None when it does not answer).
+    pub async fn log_ends(&self, http: &reqwest::Client) -> Vec<Option<u64>> {
+        let views = self.views(http).await;
+        views
+            .into_iter()
+            .map(|v| v.map(|v| v.applied_index))
+            .collect()
     }
 
     /// The leader's index and the highest term any running node reports.
     pub async fn leader(&self, http: &reqwest::Client) -> (Option<usize>, u64) {
         let mut leader = None;
         let mut term = 0;
-        for (i, url) in self.urls.iter().enumerate() {
-            if !self.procs[i].is_running() {
-                continue;
-            }
-            let view = match http.get(format!("{url}/v1/cluster")).send().await {
-                Ok(r) if r.status().is_success() => r.json::<ClusterView>().await.ok(),
-                _ => None,
-            };
-            if let Some(v) = view {
-                term = term.max(v.term);
-                if let Some(id) = v.leader {
-                    leader = Some(id as usize - 1);
-                }
+        for view in self.views(http).await.into_iter().flatten() {
+            term = term.max(view.term);
+            if let Some(id) = view.leader {
+                leader = Some(id as usize - 1);
             }
         }
         (leader, term)

@@ -127,26 +127,24 @@ impl Cluster {
 
     /// Waits until every running node is ready and a leader is known.
     pub async fn wait_ready(&self, http: &reqwest::Client, within: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + within;
-        loop {
-            let mut all = true;
+        poll_until(within, Duration::from_millis(50), || async move {
             for (i, p) in self.procs().iter().enumerate() {
                 if p.is_running() && !self.node_ready(http, i).await {
-                    all = false;
-                    break;
+                    return Err(format!("node {} not ready", i + 1));
                 }
             }
-            if all && self.leader(http).await.0.is_some() {
-                return Ok(());
+            match self.leader(http).await.0 {
+                Some(_) => Ok(()),
+                None => Err("no leader".into()),
             }
-            if Instant::now() >= deadline {
-                anyhow::bail!(
-                    "{} did not become ready within {within:?}; see its logs",
-                    self.name()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
+        .map_err(|missing| {
+            anyhow::anyhow!(
+                "{} did not become ready within {within:?} ({missing}); see its logs",
+                self.name()
+            )
+        })
     }
 
     /// The leader's index (Redis: its one node) and the highest term seen.
@@ -228,24 +226,25 @@ impl Cluster {
     /// so a failover starts from followers that are all up to date, as in
     /// a cluster that has been running for a while.
     async fn wait_converged(&self, http: &reqwest::Client, within: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + within;
-        loop {
+        poll_until(within, Duration::from_millis(20), || async move {
             let ends = match self {
                 Cluster::Cairn(c) => c.log_ends(http).await,
                 Cluster::Etcd(c) => c.log_ends().await,
                 Cluster::Redis(_) => return Ok(()),
             };
             if ends.iter().all(|e| e.is_some() && *e == ends[0]) {
-                return Ok(());
+                Ok(())
+            } else {
+                Err(format!("{ends:?}"))
             }
-            if Instant::now() >= deadline {
-                anyhow::bail!(
-                    "{}: logs did not converge within {within:?}: {ends:?}",
-                    self.name()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
+        .map_err(|ends| {
+            anyhow::anyhow!(
+                "{}: logs did not converge within {within:?}: {ends}",
+                self.name()
+            )
+        })
     }
 
     /// SIGKILLs the leader and returns the time until a 256 B put succeeds
@@ -301,5 +300,25 @@ impl Cluster {
         self.procs_mut()[leader].start()?;
         self.wait_ready(http, Duration::from_secs(60)).await?;
         Ok(took)
+    }
+}
+
+/// Asks `check` every `step` until it succeeds; after `within`, fails with
+/// what its last answer said was missing.
+async fn poll_until<F, Fut>(within: Duration, step: Duration, mut check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let missing = match check().await {
+            Ok(()) => return Ok(()),
+            Err(missing) => missing,
+        };
+        if Instant::now() >= deadline {
+            return Err(missing);
+        }
+        tokio::time::sleep(step).await;
     }
 }
