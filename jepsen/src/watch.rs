@@ -74,6 +74,9 @@ pub async fn follow(
         };
         lock(&out).streams += 1;
         let mut buf = String::new();
+        // Changes of a revision not yet closed by an `id:`; a stream cut
+        // inside a revision resends it whole after `last`, so these go.
+        let mut open = Vec::new();
         loop {
             // A stream that stays quiet may be cut off by a partition:
             // resume elsewhere (resuming is idempotent).
@@ -88,7 +91,7 @@ pub async fn follow(
             buf.push_str(&String::from_utf8_lossy(&bytes));
             while let Some(end) = buf.find("\n\n") {
                 let block: String = buf.drain(..end + 2).collect();
-                parse_block(&block, &out, &mut last);
+                parse_block(&block, &out, &mut open, &mut last);
             }
         }
     }
@@ -98,14 +101,25 @@ fn lock(out: &Mutex<Watched>) -> std::sync::MutexGuard<'_, Watched> {
     out.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn parse_block(block: &str, out: &Mutex<Watched>, last: &mut Option<u64>) {
+/// Takes one SSE block. A change joins `open` until a change with an `id:`
+/// ends its revision; then the revision's changes count as delivered and
+/// `last` (where a resumed stream starts after) moves to it.
+fn parse_block(
+    block: &str,
+    out: &Mutex<Watched>,
+    open: &mut Vec<WatchEvent>,
+    last: &mut Option<u64>,
+) {
     let mut event = "message";
     let mut data = String::new();
+    let mut id = None;
     for line in block.lines() {
         if let Some(v) = line.strip_prefix("event:") {
             event = v.trim();
         } else if let Some(v) = line.strip_prefix("data:") {
             data.push_str(v.trim_start());
+        } else if let Some(v) = line.strip_prefix("id:") {
+            id = v.trim().parse::<u64>().ok();
         }
     }
     if data.is_empty() {
@@ -118,8 +132,11 @@ fn parse_block(block: &str, out: &Mutex<Watched>, last: &mut Option<u64>) {
     }
     match serde_json::from_str::<WatchEvent>(&data) {
         Ok(e) => {
-            *last = Some(e.revision);
-            out.events.push(e);
+            open.push(e);
+            if let Some(id) = id {
+                *last = Some(id);
+                out.events.append(open);
+            }
         }
         Err(e) => out.errors.push(format!("unparsable event {data}: {e}")),
     }

@@ -305,3 +305,22 @@ fn watch_that_misses_an_acknowledged_write_is_caught() {
     let v = watch::check(&ops, &reordered, &[]);
     assert!(v.anomalies.iter().any(|a| a.kind == "watch-order"), "{v:?}");
 }
+
+#[test]
+fn watch_allows_a_revision_of_several_changes_but_not_a_repeat() {
+    use cairn_jepsen::checker::watch;
+    let ops = vec![
+        op(1, write("a", "x", Some(1)), Status::Ok, 0.0, 10.0),
+        op(2, write("b", "y", Some(1)), Status::Ok, 0.0, 10.0),
+    ];
+    // Two writes committed in one entry share its revision.
+    let batched = vec![event(5, "a", 1), event(5, "b", 1)];
+    assert_eq!(watch::check(&ops, &batched, &[]).validity, Validity::Valid);
+    let repeated = vec![event(5, "a", 1), event(5, "b", 1), event(5, "a", 1)];
+    let v = watch::check(&ops, &repeated, &[]);
+    assert_eq!(v.validity, Validity::Invalid);
+    assert!(
+        v.anomalies.iter().any(|a| a.kind == "watch-repeated"),
+        "{v:?}"
+    );
+}

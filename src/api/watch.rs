@@ -25,10 +25,23 @@ pub struct WatchQuery {
 
 fn to_sse(item: WatchItem) -> SseEvent {
     match item {
-        WatchItem::Change(e) => SseEvent::default().id(e.revision.to_string()).data(
-            json!({"revision": e.revision, "kind": e.kind, "key": e.key, "version": e.version, "at_ms": e.at_ms})
-                .to_string(),
-        ),
+        WatchItem::Change {
+            event: e,
+            ends_revision,
+        } => {
+            let sse = SseEvent::default().data(
+                json!({"revision": e.revision, "kind": e.kind, "key": e.key, "version": e.version, "at_ms": e.at_ms})
+                    .to_string(),
+            );
+            // The id is what a reconnecting client resumes after, so only a
+            // revision's last change carries it; a client cut off inside a
+            // revision resumes from the one before and sees it whole again.
+            if ends_revision {
+                sse.id(e.revision.to_string())
+            } else {
+                sse
+            }
+        }
         WatchItem::Compacted { oldest_revision } => SseEvent::default().event("error").data(
             json!({"error": {
                 "code": "not_found",

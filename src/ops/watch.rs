@@ -20,8 +20,17 @@ const BUFFER: usize = 1024;
 /// One item of a watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchItem {
-    /// A change.
-    Change(Event),
+    /// A change, and whether it is the last one of its revision this watch
+    /// sends. One revision can hold several changes (a batch of writes, a
+    /// release that grants to a waiter), so a client that resumes after a
+    /// revision must have seen all of them: resume only from a change that
+    /// ends its revision.
+    Change {
+        /// The change.
+        event: Event,
+        /// No later change of this watch has the same revision.
+        ends_revision: bool,
+    },
     /// The requested start was trimmed from the history; the stream ends.
     Compacted {
         /// The oldest revision still available.
@@ -77,10 +86,9 @@ async fn pump(
             }
             Err(RecvError::Closed) => return Ok(()),
         };
-        for e in events.iter().filter(|e| e.revision >= next) {
-            if !send(tx, prefix, e).await {
-                return Ok(());
-            }
+        let fresh: Vec<&Event> = events.iter().filter(|e| e.revision >= next).collect();
+        if !send_all(tx, prefix, &fresh).await {
+            return Ok(());
         }
         if let Some(last) = events.last() {
             next = next.max(last.revision + 1);
@@ -110,19 +118,32 @@ async fn replay(
             return Ok(true);
         };
         let after = last.revision + 1;
-        for e in &page {
-            if !send(tx, prefix, e).await {
-                return Ok(false);
-            }
+        // A page holds whole revisions (see `events_from`).
+        if !send_all(tx, prefix, &page.iter().collect::<Vec<_>>()).await {
+            return Ok(false);
         }
         *next = after;
     }
 }
 
-async fn send(tx: &mpsc::Sender<WatchItem>, prefix: &str, e: &Event) -> bool {
-    if !e.key.starts_with(prefix) {
-        return true;
+/// Sends the events under `prefix` of whole revisions, in order; false when
+/// the watch must end.
+async fn send_all(tx: &mpsc::Sender<WatchItem>, prefix: &str, events: &[&Event]) -> bool {
+    let mine: Vec<&Event> = events
+        .iter()
+        .copied()
+        .filter(|e| e.key.starts_with(prefix))
+        .collect();
+    for (i, e) in mine.iter().enumerate() {
+        let ends_revision = mine.get(i + 1).is_none_or(|n| n.revision != e.revision);
+        metrics::counter!(cairn_storage::telemetry::WATCH_EVENTS).increment(1);
+        let item = WatchItem::Change {
+            event: (*e).clone(),
+            ends_revision,
+        };
+        if tx.send(item).await.is_err() {
+            return false;
+        }
     }
-    metrics::counter!(cairn_storage::telemetry::WATCH_EVENTS).increment(1);
-    tx.send(WatchItem::Change(e.clone())).await.is_ok()
+    true
 }
