@@ -190,7 +190,7 @@ pub async fn remove(core: &NodeCore, id: NodeId) -> Result<Removal, MembershipEr
         let new_leader = membership::transfer_leadership(
             &core.raft,
             &core.peers,
-            &core.writes,
+            core.writes.gate(),
             None,
             core.config.request_timeout() * 2,
             false,
@@ -214,7 +214,7 @@ pub async fn transfer(
     let new_leader = membership::transfer_leadership(
         &core.raft,
         &core.peers,
-        &core.writes,
+        core.writes.gate(),
         to,
         core.config.request_timeout() * 2,
         false,
@@ -248,7 +248,7 @@ pub async fn drain(core: &NodeCore) {
         match membership::transfer_leadership(
             &core.raft,
             &core.peers,
-            &core.writes,
+            core.writes.gate(),
             None,
             core.config.shutdown_timeout() / 2,
             true,

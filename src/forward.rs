@@ -169,7 +169,9 @@ impl NodeCore {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = match self.leader_at() {
-                LeaderAt::Here => leader::write(&self.raft, &self.writes, req.clone())
+                LeaderAt::Here => self
+                    .writes
+                    .write(req.clone())
                     .await
                     .map_err(PeerCallError::from),
                 LeaderAt::Peer(addr) => {

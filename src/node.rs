@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_raft::leader::WriteGate;
 use cairn_raft::network::PeerNetwork;
 use cairn_raft::pb::NodeInfo;
+use cairn_raft::propose::Proposer;
 use cairn_raft::read_batch::ReadBatcher;
 use cairn_raft::server::PeerService;
 use cairn_raft::Raft;
@@ -60,9 +60,9 @@ pub struct NodeCore {
     pub reads: ReadBatcher,
     /// Shared ReadIndex calls to the leader when this node follows.
     pub remote_reads: ReadBatcher,
-    /// Admission of writes while this node leads; a leadership transfer
-    /// closes it.
-    pub writes: WriteGate,
+    /// The write path while this node leads: admission (a leadership
+    /// transfer closes it) and group commit.
+    pub writes: Proposer,
     /// Membership changes in progress and the shutdown drain.
     pub ops: crate::admin::Operations,
 }
@@ -111,7 +111,7 @@ impl Node {
                 config.id,
                 config.request_timeout(),
             ),
-            writes: WriteGate::default(),
+            writes: Proposer::new(raft.clone()),
             ops: crate::admin::Operations::default(),
             integrity: crate::integrity::Integrity::default(),
             config,

@@ -23,7 +23,7 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 /// Buckets of entries per log append.
-const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 /// How often Raft gauges are refreshed.
 const RAFT_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// How often storage gauges are refreshed (they scan the artifact records).
@@ -40,20 +40,20 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn install() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full(names::RAFT_LOG_APPEND_ENTRIES.into()),
-                        BATCH_BUCKETS,
-                    )
-                })
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full(names::RAFT_LOG_FLUSH_APPENDS.into()),
-                        BATCH_BUCKETS,
-                    )
-                });
+            let batch_sizes = [
+                names::RAFT_LOG_APPEND_ENTRIES,
+                names::RAFT_LOG_FLUSH_APPENDS,
+                names::RAFT_PROPOSAL_BATCH_SIZE,
+            ];
+            let builder = batch_sizes.into_iter().fold(
+                PrometheusBuilder::new()
+                    .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS),
+                |b, name| {
+                    b.and_then(|b| {
+                        b.set_buckets_for_metric(Matcher::Full(name.into()), BATCH_BUCKETS)
+                    })
+                },
+            );
             let builder = match builder {
                 Ok(b) => b,
                 Err(e) => {
@@ -106,6 +106,10 @@ fn describe() {
     describe_histogram!(
         RAFT_LOG_FLUSH_APPENDS,
         "Log appends made durable by one flush (group commit)"
+    );
+    describe_histogram!(
+        RAFT_PROPOSAL_BATCH_SIZE,
+        "Client writes the leader proposed together as one log entry"
     );
     describe_counter!(RAFT_SNAPSHOTS, "Snapshots built or installed");
     describe_gauge!(

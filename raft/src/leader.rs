@@ -68,7 +68,9 @@ impl Drop for ClosedGate {
 }
 
 impl WriteGate {
-    fn admit(&self) -> Result<RwLockReadGuard<'_, ()>, LeaderError> {
+    /// Admits one write, or refuses it while a transfer holds the gate. The
+    /// guard is to be held until the write is applied.
+    pub(crate) fn admit(&self) -> Result<RwLockReadGuard<'_, ()>, LeaderError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(LeaderError::HandingOver);
         }
@@ -112,17 +114,10 @@ pub fn wall_clock_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Stamps `req` with this (leader) node's clock, proposes it and waits until
-/// it is committed and applied, unless `gate` is closed for a leadership
-/// transfer. The stamp is the only way time enters the state machine.
-pub async fn write(
-    raft: &Raft,
-    gate: &WriteGate,
-    mut req: Request,
-) -> Result<WriteOutcome, LeaderError> {
-    // Held until the entry is applied: a transfer waits for it.
-    let _admitted = gate.admit()?;
-    req.now_ms = wall_clock_ms();
+/// Proposes `req` as one log entry and waits until it is committed and
+/// applied. Clients write through [`crate::propose::Proposer`], which admits,
+/// stamps and batches.
+pub(crate) async fn propose(raft: &Raft, req: Request) -> Result<WriteOutcome, LeaderError> {
     match raft.client_write(req).await {
         Ok(r) => Ok(WriteOutcome {
             index: r.log_id.index,

@@ -28,6 +28,7 @@ pub mod config;
 pub mod leader;
 pub mod membership;
 pub mod network;
+pub mod propose;
 pub mod read_batch;
 pub mod server;
 

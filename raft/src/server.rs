@@ -11,9 +11,10 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tonic::{Response, Status, Streaming};
 
-use crate::leader::{self, WriteGate};
+use crate::leader;
 use crate::pb::raft_peer_server::{RaftPeer, RaftPeerServer};
 use crate::pb::{Empty, NodeInfo, Payload, ReadIndexRequest, SnapshotChunk};
+use crate::propose::Proposer;
 use crate::read_batch::ReadBatcher;
 use crate::{Raft, MAX_MESSAGE_BYTES};
 
@@ -24,7 +25,7 @@ pub struct PeerService {
     info: NodeInfo,
     lease: Duration,
     reads: ReadBatcher,
-    writes: WriteGate,
+    writes: Proposer,
 }
 
 impl PeerService {
@@ -37,7 +38,7 @@ impl PeerService {
         info: NodeInfo,
         lease: Duration,
         reads: ReadBatcher,
-        writes: WriteGate,
+        writes: Proposer,
     ) -> Self {
         Self {
             raft,
@@ -127,7 +128,7 @@ impl RaftPeer for PeerService {
 
     async fn forward(&self, req: tonic::Request<Payload>) -> Result<Response<Payload>, Status> {
         let request: Request = decode_arg(&req.into_inner().data)?;
-        reply(&leader::write(&self.raft, &self.writes, request).await)
+        reply(&self.writes.write(request).await)
     }
 
     async fn read_index(

@@ -152,7 +152,7 @@ pub enum Command {
     LockCancelWait {
         /// The lock.
         name: String,
-        /// The waiter's acquire request index.
+        /// The waiter's id (its acquire request's lock id).
         request: u64,
     },
     /// Extend a held lock's lease.
@@ -203,6 +203,14 @@ pub enum Command {
     /// Changes nothing; every replica records a digest of its state right
     /// after applying it, so replicas can be compared at one log position.
     DigestMarker,
+    /// Several client requests proposed together as one log entry, applied
+    /// in order; the answer is a [`Response::Batch`] in the same order.
+    ///
+    /// The leader groups writes that arrive while earlier ones are being
+    /// appended, so one log append and one flush serve many clients. Every
+    /// change in the batch carries the entry's index as its revision; lock
+    /// grants still get distinct, increasing tokens.
+    Batch(Vec<Request>),
 }
 
 impl Command {
@@ -232,6 +240,28 @@ impl Command {
             Command::InitCluster { .. } => "init_cluster",
             Command::Tick => "tick",
             Command::DigestMarker => "digest_marker",
+            Command::Batch(_) => "batch",
+        }
+    }
+
+    /// Whether the leader may group this command with others in one log
+    /// entry. A digest marker must be an entry of its own (replicas digest
+    /// their state right after it), and a batch is not nested.
+    pub fn is_batchable(&self) -> bool {
+        !matches!(self, Command::DigestMarker | Command::Batch(_))
+    }
+
+    /// Roughly how many bytes the command adds to a log entry: the payload
+    /// it carries, which is what bounds a batch's size.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Command::PutArtifact { content, .. } => content.bytes.len(),
+            Command::KvPut { value, .. } => value.len(),
+            Command::InstanceHeartbeat { meta_json, .. } => {
+                meta_json.as_ref().map_or(0, String::len)
+            }
+            Command::Batch(requests) => requests.iter().map(|r| r.command.payload_len()).sum(),
+            _ => 0,
         }
     }
 }
@@ -287,9 +317,9 @@ pub enum Response {
     Kv(KvMeta),
     /// A lock granted (or renewed).
     Lock(LockRecord),
-    /// The lock was held; the request waits in the queue under this index.
+    /// The lock was held; the request waits in the queue under this id.
     LockQueued {
-        /// The acquire request's index (the waiter's id).
+        /// The waiter's id: a lock id, ordered like the queue.
         request: u64,
     },
     /// A lock released.
@@ -298,6 +328,8 @@ pub enum Response {
     Instance(InstanceRecord),
     /// The command was refused and changed nothing.
     Rejected(Rejection),
+    /// The answers to a [`Command::Batch`], one per request, in order.
+    Batch(Vec<Response>),
 }
 
 /// A key/value entry's metadata, as a write returns it.

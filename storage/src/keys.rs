@@ -15,6 +15,7 @@
 //! | `inst/<id>` | [`crate::records::InstanceRecord`] |
 //! | `ev/<u64 BE revision><u32 BE seq>` | [`crate::event::Event`]: the watch history |
 //! | `evstat` | [`crate::event::HistoryStats`] |
+//! | `lockseq` | the last lock id issued (fencing token or queue place) |
 //! | `idem/<key>` | idempotency record |
 //! | `exp/<u64 BE ms><key>` | expiry index of user-visible TTLs and leases: `<key>` is due then; the leader ticks while it is not empty |
 //! | `gc/<u64 BE ms><key>` | housekeeping index (idempotency records), purged by any entry, never ticked for |
@@ -55,6 +56,8 @@ pub const INSTANCE_PREFIX: &[u8] = b"inst/";
 pub const EVENT_PREFIX: &[u8] = b"ev/";
 /// Statistics of the event history.
 pub const EVENT_STATS: &[u8] = b"evstat";
+/// The last lock id issued, so that ids stay unique within a batch.
+pub const LOCK_SEQ: &[u8] = b"lockseq";
 
 fn join(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + rest.len());

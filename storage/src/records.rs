@@ -29,13 +29,14 @@ pub struct LockRecord {
     pub name: String,
     /// Who holds it.
     pub owner: String,
-    /// The fencing token: the log index of the entry that granted the lock.
+    /// The fencing token: the log index of the entry that granted the lock
+    /// (or just above the last token when one entry granted several).
     pub token: u64,
     /// When the lease runs out on the replicated clock.
     pub expires_ms: u64,
     /// Replicated time of the grant.
     pub acquired_ms: u64,
-    /// Log index of the acquire request this grant answers (equal to `token`
+    /// Lock id of the acquire request this grant answers (equal to `token`
     /// unless the requester waited in the queue).
     pub request: u64,
 }
@@ -43,7 +44,7 @@ pub struct LockRecord {
 /// A client waiting for a held lock, first come first served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockWaiter {
-    /// Log index of its acquire request (its place in the queue).
+    /// Lock id of its acquire request (its place in the queue).
     pub request: u64,
     /// Who wants the lock.
     pub owner: String,

@@ -26,6 +26,9 @@ pub const RAFT_LOG_APPEND_SECONDS: &str = "cairn_raft_log_append_duration_second
 pub const RAFT_LOG_APPEND_ENTRIES: &str = "cairn_raft_log_append_entries";
 /// Raft: appends made durable by one flush, the group commit (histogram).
 pub const RAFT_LOG_FLUSH_APPENDS: &str = "cairn_raft_log_flush_appends";
+/// Raft: client writes the leader proposed as one log entry, for batches
+/// of two or more (histogram).
+pub const RAFT_PROPOSAL_BATCH_SIZE: &str = "cairn_raft_proposal_batch_size";
 /// Raft: snapshots built or installed, label `op` = `build|install` (counter).
 pub const RAFT_SNAPSHOTS: &str = "cairn_raft_snapshots_total";
 /// Raft: size of the newest snapshot file (gauge, bytes).

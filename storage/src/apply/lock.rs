@@ -1,9 +1,10 @@
 //! Locks: leased, fenced, and granted first come first served.
 //!
-//! A lock is held by at most one owner. Its fencing token is the log index
-//! of the entry that granted it, so every token is greater than every token
-//! issued before. A request that finds the lock held may wait in the lock's
-//! queue (ordered by its own log index); when the holder releases, or its
+//! A lock is held by at most one owner. Its fencing token is a lock id
+//! ([`Ctx::next_lock_id`]): the log index of the entry that granted it, or
+//! just above the last id when one entry grants several, so every token is
+//! greater than every token issued before. A request that finds the lock
+//! held may wait in the lock's queue (ordered by its own lock id); when the holder releases, or its
 //! lease runs out on the replicated clock, the same entry grants the lock to
 //! the first waiter whose deadline has not passed.
 
@@ -28,15 +29,17 @@ fn grant(
     name: &str,
     owner: &str,
     ttl_ms: u64,
-    request: u64,
+    request: Option<u64>,
 ) -> Result<LockRecord, StoreError> {
+    let token = ctx.next_lock_id()?;
     let record = LockRecord {
         name: name.to_string(),
         owner: owner.to_string(),
-        token: ctx.index,
+        token,
         expires_ms: ctx.now.saturating_add(ttl_ms),
         acquired_ms: ctx.now,
-        request,
+        // An immediate grant answers its own request.
+        request: request.unwrap_or(token),
     };
     let skey = keys::lock(name);
     ctx.schedule(record.expires_ms, &skey);
@@ -53,8 +56,7 @@ pub(super) fn acquire(
     wait_ms: u64,
 ) -> Result<Response, StoreError> {
     let Some(held) = holder(ctx, name)? else {
-        let request = ctx.index;
-        return Ok(Response::Lock(grant(ctx, name, owner, ttl_ms, request)?));
+        return Ok(Response::Lock(grant(ctx, name, owner, ttl_ms, None)?));
     };
     if wait_ms == 0 {
         return Ok(Response::Rejected(Rejection::Locked {
@@ -63,7 +65,7 @@ pub(super) fn acquire(
         }));
     }
     let waiter = LockWaiter {
-        request: ctx.index,
+        request: ctx.next_lock_id()?,
         owner: owner.to_string(),
         ttl_ms,
         deadline_ms: ctx.now.saturating_add(wait_ms),
@@ -160,7 +162,7 @@ fn free(ctx: &mut Ctx<'_, '_>, held: &LockRecord, kind: EventKind) -> Result<(),
                 &held.name,
                 &waiter.owner,
                 waiter.ttl_ms,
-                waiter.request,
+                Some(waiter.request),
             )?;
             break;
         }

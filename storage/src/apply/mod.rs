@@ -2,7 +2,8 @@
 //!
 //! No local clock, no randomness, no I/O but the [`Overlay`]. Time comes from
 //! the entry (`now_ms`, made monotonic against the stored clock), revisions
-//! and fencing tokens are log indexes. Every replica applying the same
+//! are log indexes, and fencing tokens are log indexes too unless one entry
+//! (a batch) issues several. Every replica applying the same
 //! entries therefore holds byte-identical state. Each primitive's rules live
 //! in its own file; this one holds what they share: the clock, expiry,
 //! idempotency, fencing and the event history.
@@ -36,7 +37,7 @@ struct IdempotencyRecord {
 /// What one entry's apply works with.
 pub(crate) struct Ctx<'v, 'a> {
     pub view: &'v mut Overlay<'a>,
-    /// The entry's log index: revision of every change, fencing token of grants.
+    /// The entry's log index: the revision of every change.
     pub index: u64,
     /// The replicated clock for this entry.
     pub now: u64,
@@ -78,6 +79,17 @@ impl Ctx<'_, '_> {
         Ok(())
     }
 
+    /// A new lock id (fencing token or queue place): the entry's index, or
+    /// one above the last id issued if that is larger, which happens only
+    /// when one entry (a batch) issues several. Ids thus strictly increase
+    /// across the whole log, and equal the granting index in the common case.
+    pub fn next_lock_id(&mut self) -> Result<u64, StoreError> {
+        let last: u64 = self.load(keys::LOCK_SEQ)?.unwrap_or(0);
+        let id = self.index.max(last + 1);
+        self.store(keys::LOCK_SEQ.to_vec(), &id)?;
+        Ok(id)
+    }
+
     /// Schedules `target` to expire at `at_ms` (or removes that schedule).
     pub fn schedule(&mut self, at_ms: u64, target: &[u8]) {
         self.view.put(keys::expiry(at_ms, target), Vec::new());
@@ -88,7 +100,8 @@ impl Ctx<'_, '_> {
     }
 }
 
-/// Applies one client request at log index `index`.
+/// Applies one client request (or a batch of them, in order) at log index
+/// `index`.
 pub fn apply_request(
     view: &mut Overlay<'_>,
     index: u64,
@@ -175,6 +188,13 @@ fn apply_command(ctx: &mut Ctx<'_, '_>, command: &Command) -> Result<Response, S
             Ok(Response::Noop)
         }
         Command::Tick | Command::DigestMarker => Ok(Response::Noop),
+        // Each request keeps its own stamp, idempotency key and fence, and
+        // sees the changes of those before it in the batch.
+        Command::Batch(requests) => requests
+            .iter()
+            .map(|r| apply_request(ctx.view, ctx.index, r))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Response::Batch),
     }
 }
 

@@ -3,7 +3,7 @@
 use super::*;
 use crate::artifact::ArtifactMeta;
 use crate::command::{ArtifactFields, Fence, Idempotency, KvMeta};
-use crate::records::LockRecord;
+use crate::records::{KvRecord, LockRecord};
 use crate::StoredContent;
 
 fn tree() -> sled::Tree {
@@ -523,4 +523,169 @@ fn same_entries_give_identical_state_on_two_replicas() {
     run(&b, &entries);
     let dump = |t: &sled::Tree| t.iter().map(|kv| kv.unwrap()).collect::<Vec<_>>();
     assert_eq!(dump(&a), dump(&b));
+}
+
+fn batch(now_ms: u64, commands: Vec<Command>) -> Request {
+    let requests = commands
+        .into_iter()
+        .map(|c| Request::new(now_ms, c))
+        .collect();
+    Request::new(now_ms, Command::Batch(requests))
+}
+
+fn answers(r: &Response) -> &[Response] {
+    match r {
+        Response::Batch(rs) => rs,
+        other => panic!("expected a batch answer, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_batch_applies_in_order_and_later_requests_see_earlier_ones() {
+    let t = tree();
+    let rs = run(
+        &t,
+        &[(
+            7,
+            batch(
+                100,
+                vec![
+                    kv_put("k", "one", None, Precondition::IfAbsent),
+                    kv_put("k", "two", None, Precondition::IfVersion(1)),
+                    kv_put("k", "three", None, Precondition::IfAbsent),
+                    Command::KvDelete {
+                        key: "other".into(),
+                        precondition: Precondition::None,
+                    },
+                ],
+            ),
+        )],
+    );
+    let rs = answers(&rs[0]);
+    assert_eq!(rs.len(), 4);
+    let meta = |r: &Response| match r {
+        Response::Kv(m) => (m.version, m.revision),
+        other => panic!("expected a kv answer, got {other:?}"),
+    };
+    // Every change in the entry has the entry's index as its revision.
+    assert_eq!(meta(&rs[0]), (1, 7));
+    assert_eq!(meta(&rs[1]), (2, 7));
+    assert_eq!(
+        rs[2],
+        Response::Rejected(Rejection::Conflict {
+            current_version: Some(2)
+        })
+    );
+    assert_eq!(rs[3], Response::Rejected(Rejection::NotFound));
+    let record: KvRecord = decode(&t.get(keys::kv("k")).unwrap().unwrap()).unwrap();
+    assert_eq!(record.value, b"two");
+    // Both puts are in the history, in order, under one revision.
+    let e = events(&t);
+    assert_eq!(
+        e,
+        vec![
+            (7, EventKind::Put, "kv/k".to_string()),
+            (7, EventKind::Put, "kv/k".to_string())
+        ]
+    );
+}
+
+#[test]
+fn lock_tokens_stay_unique_and_increasing_when_one_entry_grants_several() {
+    let t = tree();
+    let rs = run(
+        &t,
+        &[
+            (
+                10,
+                batch(
+                    1000,
+                    vec![
+                        acquire("A", "a", 1000, 0),
+                        acquire("B", "b", 1000, 0),
+                        acquire("A", "c", 1000, 5000),
+                        acquire("C", "d", 1000, 0),
+                    ],
+                ),
+            ),
+            // The next entry's index is below the ids the batch used up.
+            (
+                11,
+                batch(
+                    1001,
+                    vec![
+                        Command::LockRelease {
+                            name: "A".into(),
+                            token: 10,
+                        },
+                        acquire("D", "e", 1000, 0),
+                    ],
+                ),
+            ),
+            (20, Request::new(1002, acquire("E", "f", 1000, 0))),
+        ],
+    );
+    let first = answers(&rs[0]);
+    assert_eq!(lock(&first[0]).token, 10);
+    assert_eq!(lock(&first[1]).token, 11);
+    // The waiter's place is an id of its own, not shared with a grant.
+    assert_eq!(first[2], Response::LockQueued { request: 12 });
+    assert_eq!(lock(&first[3]).token, 13);
+    let second = answers(&rs[1]);
+    assert_eq!(second[0], Response::Released);
+    // The release handed A to the waiter with a fresh token.
+    let held: LockRecord = decode(&t.get(keys::lock("A")).unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (held.owner.as_str(), held.token, held.request),
+        ("c", 14, 12)
+    );
+    assert_eq!(lock(&second[1]).token, 15);
+    // Once the log index passes the ids issued, tokens are indexes again.
+    assert_eq!(lock(&rs[2]).token, 20);
+}
+
+#[test]
+fn idempotency_keys_and_fences_hold_per_request_inside_a_batch() {
+    let t = tree();
+    let keyed = |value: &str| Request {
+        now_ms: 100,
+        idempotency: Some(Idempotency {
+            key: "retry-1".into(),
+            retain_ms: 60_000,
+        }),
+        fence: None,
+        command: kv_put("k", value, None, Precondition::None),
+    };
+    let fenced = Request {
+        now_ms: 100,
+        idempotency: None,
+        fence: Some(Fence {
+            lock: "L".into(),
+            token: 3,
+        }),
+        command: kv_put("guarded", "x", None, Precondition::None),
+    };
+    let rs = run(
+        &t,
+        &[(
+            3,
+            Request::new(
+                100,
+                Command::Batch(vec![
+                    keyed("first"),
+                    keyed("second"),
+                    Request::new(100, acquire("L", "a", 1000, 0)),
+                    fenced.clone(),
+                ]),
+            ),
+        )],
+    );
+    let rs = answers(&rs[0]);
+    // The retry inside the batch gets the first outcome and changes nothing.
+    assert_eq!(rs[0], rs[1]);
+    let record: KvRecord = decode(&t.get(keys::kv("k")).unwrap().unwrap()).unwrap();
+    assert_eq!(record.value, b"first");
+    // The fence names the token the batch granted before it.
+    assert_eq!(lock(&rs[2]).token, 3);
+    assert!(matches!(rs[3], Response::Kv(_)));
 }
