@@ -15,9 +15,12 @@ use tokio::time::Instant;
 
 use crate::node::NodeCore;
 
-/// Retention of the idempotency keys the edge assigns to its own writes:
-/// long enough to cover every retry within a request deadline.
-const AUTO_KEY_RETENTION_MS: u64 = 5 * 60 * 1000;
+/// Least retention of the idempotency keys the edge assigns to its own
+/// writes. Every retry of a write is sent within its request deadline, so
+/// its key must outlive that deadline (and the commit of the last retry)
+/// with a wide margin; it need not outlive it by much more, since every
+/// write leaves one record until then.
+const AUTO_KEY_MIN_RETENTION_MS: u64 = 60 * 1000;
 
 /// How fresh a read must be (`?consistency=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -147,7 +150,8 @@ impl NodeCore {
             None if command.is_naturally_idempotent() => None,
             None => Some(Idempotency {
                 key: format!("a/{}/{}", self.config.id, uuid::Uuid::now_v7()),
-                retain_ms: AUTO_KEY_RETENTION_MS,
+                retain_ms: AUTO_KEY_MIN_RETENTION_MS
+                    .max(self.config.request_timeout_ms.saturating_mul(4)),
             }),
         }
     }

@@ -30,8 +30,8 @@ for svc in etcd redis-server; do
   fi
 done
 
-step "cairn-bench --quick (debug build, 1 s points, 2 failovers each)"
-timeout 600 cargo run --quiet -p cairn-bench -- --quick --duration 1 \
+step "cairn-bench --quick (debug build, 2 s points, 2 failovers each)"
+timeout 600 cargo run --quiet -p cairn-bench -- --quick --duration 2 \
   --cairn-bin target/debug/cairn \
   --out "$RESULTS/run" --json "$RESULTS/report.json"
 

@@ -27,6 +27,13 @@ use crate::view::Overlay;
 /// the records cannot grow without bound.
 pub const MAX_IDEMPOTENCY_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// Housekeeping records one request purges at most. Every write leaves one
+/// record behind, so purging a few per request keeps up with any write
+/// rate, while the first write after a long quiet spell does not purge all
+/// that fell due meanwhile in one entry (hundreds of thousands of deletes
+/// once stalled every replica's apply for seconds).
+pub const GC_PER_REQUEST: usize = 64;
+
 /// The remembered outcome of a write that carried an idempotency key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct IdempotencyRecord {
@@ -113,8 +120,11 @@ pub fn apply_request(
     expire_due(&mut ctx)?;
 
     if let Some(idem) = &req.idempotency {
+        // A record past its time may still wait for its purge; it no longer counts.
         if let Some(record) = ctx.load::<IdempotencyRecord>(&keys::idempotency(&idem.key))? {
-            return Ok(record.response);
+            if record.expires_ms > now {
+                return Ok(record.response);
+            }
         }
     }
 
@@ -233,14 +243,23 @@ pub fn read_clock(view: &Overlay<'_>) -> Result<u64, StoreError> {
     }
 }
 
-/// Drops housekeeping records (idempotency outcomes) whose time has come.
+/// Drops the oldest housekeeping records (idempotency outcomes) whose time
+/// has come, at most [`GC_PER_REQUEST`] of them.
 fn collect_garbage(ctx: &mut Ctx<'_, '_>) -> Result<(), StoreError> {
+    let end = keys::due_end(keys::GC_PREFIX, ctx.now);
     let due = ctx
         .view
-        .range(keys::GC_PREFIX, &keys::due_end(keys::GC_PREFIX, ctx.now))?;
-    for (index_key, _) in due {
-        if let Some((_, target)) = keys::parse_timed(keys::GC_PREFIX, &index_key) {
-            ctx.view.delete(target);
+        .scan(keys::GC_PREFIX, &end)
+        .take(GC_PER_REQUEST)
+        .map(|item| item.map(|(key, _)| key))
+        .collect::<Result<Vec<_>, _>>()?;
+    for index_key in due {
+        if let Some((at_ms, target)) = keys::parse_timed(keys::GC_PREFIX, &index_key) {
+            // A key reused since is remembered anew under a later time.
+            let current = ctx.load::<IdempotencyRecord>(&target)?;
+            if current.is_some_and(|r| r.expires_ms <= at_ms) {
+                ctx.view.delete(target);
+            }
         }
         ctx.view.delete(index_key);
     }

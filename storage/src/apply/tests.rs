@@ -689,3 +689,48 @@ fn idempotency_keys_and_fences_hold_per_request_inside_a_batch() {
     assert_eq!(lock(&rs[2]).token, 3);
     assert!(matches!(rs[3], Response::Kv(_)));
 }
+
+#[test]
+fn garbage_is_purged_a_bounded_amount_per_request_and_never_counts_once_due() {
+    let t = tree();
+    let n = GC_PER_REQUEST as u64 * 3;
+    let keyed = |i: u64, now: u64| Request {
+        now_ms: now,
+        idempotency: Some(Idempotency {
+            key: format!("key-{i}"),
+            retain_ms: 1000,
+        }),
+        fence: None,
+        command: kv_put(&format!("k{i}"), "v", None, Precondition::None),
+    };
+    let entries: Vec<(u64, Request)> = (0..n).map(|i| (i + 1, keyed(i, 100))).collect();
+    run(&t, &entries);
+    let records = |t: &sled::Tree| t.scan_prefix(keys::IDEMPOTENCY_PREFIX).count() as u64;
+    assert_eq!(records(&t), n);
+
+    // Long after they all fell due, one request purges only the oldest few.
+    let later = 100 + 1000 + 50_000;
+    run(&t, &[(n + 1, Request::new(later, Command::Tick))]);
+    assert_eq!(records(&t), n - GC_PER_REQUEST as u64);
+    assert_eq!(
+        t.scan_prefix(keys::GC_PREFIX).count() as u64,
+        n - GC_PER_REQUEST as u64
+    );
+
+    // A key still waiting for its purge is forgotten all the same, and its
+    // new record survives the old purge.
+    let last = n - 1;
+    let rs = run(&t, &[(n + 2, keyed(last, later))]);
+    match &rs[0] {
+        Response::Kv(meta) => assert_eq!(meta.version, 2, "applied anew"),
+        other => panic!("expected a kv answer, got {other:?}"),
+    }
+    for i in 0..4 {
+        run(&t, &[(n + 3 + i, Request::new(later, Command::Tick))]);
+    }
+    assert!(t
+        .get(keys::idempotency(&format!("key-{last}")))
+        .unwrap()
+        .is_some());
+    assert_eq!(records(&t), 1);
+}
