@@ -734,3 +734,28 @@ fn garbage_is_purged_a_bounded_amount_per_request_and_never_counts_once_due() {
         .is_some());
     assert_eq!(records(&t), 1);
 }
+
+#[test]
+fn leases_expiring_in_one_entry_hand_their_locks_over_with_distinct_tokens() {
+    let t = tree();
+    run(
+        &t,
+        &[
+            (1, Request::new(0, acquire("A", "a", 1000, 0))),
+            (2, Request::new(0, acquire("B", "b", 1000, 0))),
+            (3, Request::new(10, acquire("A", "c", 1000, 60_000))),
+            (4, Request::new(10, acquire("B", "d", 1000, 60_000))),
+            // One tick expires both leases; each lock goes to its waiter.
+            (5, tick(1000)),
+        ],
+    );
+    let held =
+        |name: &str| -> LockRecord { decode(&t.get(keys::lock(name)).unwrap().unwrap()).unwrap() };
+    let (a, b) = (held("A"), held("B"));
+    assert_eq!((a.owner.as_str(), b.owner.as_str()), ("c", "d"));
+    assert_ne!(
+        a.token, b.token,
+        "two locks granted by one entry share no token"
+    );
+    assert!(a.token >= 5 && b.token >= 5);
+}
