@@ -4,9 +4,9 @@
 //! ([`Ctx::next_lock_id`]): the log index of the entry that granted it, or
 //! just above the last id when one entry grants several, so every token is
 //! greater than every token issued before. A request that finds the lock
-//! held may wait in the lock's queue (ordered by its own lock id); when the holder releases, or its
-//! lease runs out on the replicated clock, the same entry grants the lock to
-//! the first waiter whose deadline has not passed.
+//! held may wait in the lock's queue (ordered by its own lock id); when the
+//! holder releases, or its lease runs out on the replicated clock, the same
+//! entry grants the lock to the first waiter whose deadline has not passed.
 
 use super::Ctx;
 use crate::command::{Rejection, Response};

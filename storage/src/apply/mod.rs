@@ -2,8 +2,8 @@
 //!
 //! No local clock, no randomness, no I/O but the [`Overlay`]. Time comes from
 //! the entry (`now_ms`, made monotonic against the stored clock), revisions
-//! are log indexes, and fencing tokens are log indexes too unless one entry
-//! (a batch) issues several. Every replica applying the same
+//! are log indexes, and so are fencing tokens unless one entry (a batch, a
+//! tick expiring several leases) issues several. Every replica applying the same
 //! entries therefore holds byte-identical state. Each primitive's rules live
 //! in its own file; this one holds what they share: the clock, expiry,
 //! idempotency, fencing and the event history.
@@ -88,7 +88,7 @@ impl Ctx<'_, '_> {
 
     /// A new lock id (fencing token or queue place): the entry's index, or
     /// one above the last id issued if that is larger, which happens only
-    /// when one entry (a batch) issues several. Ids thus strictly increase
+    /// when one entry issues several. Ids thus strictly increase
     /// across the whole log, and equal the granting index in the common case.
     pub fn next_lock_id(&mut self) -> Result<u64, StoreError> {
         let last: u64 = self.load(keys::LOCK_SEQ)?.unwrap_or(0);
