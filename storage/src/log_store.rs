@@ -10,7 +10,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -31,6 +31,8 @@ pub struct LogStore {
     log: sled::Tree,
     meta: sled::Tree,
     flusher: mpsc::Sender<PendingAppend>,
+    /// Held by the background deletion of purged entries, one at a time.
+    purging: Arc<Mutex<()>>,
 }
 
 /// An append whose entries are in sled's buffers, waiting for a flush.
@@ -82,6 +84,7 @@ impl LogStore {
             meta: db.open_tree("raft")?,
             db,
             flusher,
+            purging: Arc::default(),
         })
     }
 
@@ -105,6 +108,15 @@ impl LogStore {
 
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
+}
+
+/// Deletes every entry at or below `upto`.
+fn delete_upto(log: &sled::Tree, upto: [u8; 8]) -> Result<(), sled::Error> {
+    let mut batch = sled::Batch::default();
+    for key in log.range(..=upto).keys() {
+        batch.remove(key?);
+    }
+    log.apply_batch(batch)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -139,10 +151,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .get_meta::<Option<LogId>>(PURGED)
             .map_err(|e| logs_err(ErrorVerb::Read, e))?
             .flatten();
+        // Purged entries may still wait for their deletion (see `purge`).
         let last = self
             .last_entry_log_id()
             .map_err(|e| logs_err(ErrorVerb::Read, e))?
-            .or(purged);
+            .max(purged);
         Ok(LogState {
             last_purged_log_id: purged,
             last_log_id: last,
@@ -236,13 +249,82 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta
             .insert(PURGED, bytes)
             .map_err(|e| logs_err(ErrorVerb::Write, e))?;
-        let mut batch = sled::Batch::default();
-        for key in self.log.range(..=index_key(log_id.index)).keys() {
-            batch.remove(key.map_err(|e| logs_err(ErrorVerb::Delete, e))?);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| logs_err(ErrorVerb::Delete, e))?;
+        // openraft awaits this inside its core loop, and deleting a
+        // snapshot's worth of entries (20,000 of a few KiB) takes about a
+        // third of a second in sled: long enough for followers to miss
+        // heartbeats and call an election. The purge mark above is what
+        // counts (openraft never reads at or below it, and the next purge
+        // covers whatever a crash left), so the entries go in the background.
+        let (log, purging) = (self.log.clone(), self.purging.clone());
+        let upto = index_key(log_id.index);
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = purging.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(error) = delete_upto(&log, upto) {
+                tracing::warn!(%error, "deleting purged log entries failed; the next purge retries");
+            }
+        });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn store_with(entries: u64) -> LogStore {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = LogStore::open(db).unwrap();
+        for index in 1..=entries {
+            let entry = Entry {
+                log_id: log_id(index),
+                payload: EntryPayload::Blank,
+            };
+            store
+                .log
+                .insert(index_key(index), encode(&entry).unwrap())
+                .unwrap();
+        }
+        store
+    }
+
+    async fn wait_for_len(store: &LogStore, len: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.log.len() != len {
+            assert!(
+                Instant::now() < deadline,
+                "{} entries left",
+                store.log.len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn purge_marks_at_once_and_deletes_the_entries_behind_it() {
+        let mut store = store_with(10);
+        store.purge(log_id(6)).await.unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(6)));
+        assert_eq!(state.last_log_id, Some(log_id(10)));
+        wait_for_len(&store, 4).await;
+        let rest = store.try_get_log_entries(7..=10).await.unwrap();
+        assert_eq!(rest.len(), 4);
+
+        // Purging the whole log leaves its last id as the last log id, before
+        // and after the entries are gone.
+        store.purge(log_id(10)).await.unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(10)));
+        wait_for_len(&store, 0).await;
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(10)));
     }
 }
