@@ -39,12 +39,11 @@ impl RaftSettings {
             // after the last heartbeat (the leader lease) and then wait a random
             // timeout on top, so a failover takes max + [min, max). A narrow
             // band keeps that under a second at the defaults (625–750 ms plus
-            // up to one tick of 1.5 heartbeats). The heartbeat stays at 100 ms
-            // because openraft 0.9 also gives every AppendEntries one heartbeat
-            // interval to complete: shorter, and a 16 MiB artifact cannot reach
-            // a busy follower in time, whose missed heartbeats then start
-            // elections.
-            // while still spreading candidates apart.
+            // up to one tick of 1.5 heartbeats) while still spreading
+            // candidates apart. The heartbeat stays at 100 ms because openraft
+            // 0.9 also gives every AppendEntries one heartbeat interval to
+            // complete: shorter, and a 16 MiB artifact cannot reach a busy
+            // follower in time, whose missed heartbeats then start elections.
             election_timeout_max: min + min / 2,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_behind_snapshot,

@@ -86,8 +86,7 @@ async fn pump(
             }
             Err(RecvError::Closed) => return Ok(()),
         };
-        let fresh: Vec<&Event> = events.iter().filter(|e| e.revision >= next).collect();
-        if !send_all(tx, prefix, &fresh).await {
+        if !send_all(tx, prefix, &events, next).await {
             return Ok(());
         }
         if let Some(last) = events.last() {
@@ -119,26 +118,28 @@ async fn replay(
         };
         let after = last.revision + 1;
         // A page holds whole revisions (see `events_from`).
-        if !send_all(tx, prefix, &page.iter().collect::<Vec<_>>()).await {
+        if !send_all(tx, prefix, &page, *next).await {
             return Ok(false);
         }
         *next = after;
     }
 }
 
-/// Sends the events under `prefix` of whole revisions, in order; false when
-/// the watch must end.
-async fn send_all(tx: &mpsc::Sender<WatchItem>, prefix: &str, events: &[&Event]) -> bool {
-    let mine: Vec<&Event> = events
-        .iter()
-        .copied()
-        .filter(|e| e.key.starts_with(prefix))
-        .collect();
-    for (i, e) in mine.iter().enumerate() {
-        let ends_revision = mine.get(i + 1).is_none_or(|n| n.revision != e.revision);
+/// Sends the events of whole revisions that are under `prefix` and at or
+/// after revision `from`, in order; false when the watch must end.
+async fn send_all(tx: &mpsc::Sender<WatchItem>, prefix: &str, events: &[Event], from: u64) -> bool {
+    let wanted = |e: &Event| e.revision >= from && e.key.starts_with(prefix);
+    for (i, e) in events.iter().enumerate() {
+        if !wanted(e) {
+            continue;
+        }
+        let ends_revision = events[i + 1..]
+            .iter()
+            .find(|n| wanted(n))
+            .is_none_or(|n| n.revision != e.revision);
         metrics::counter!(cairn_storage::telemetry::WATCH_EVENTS).increment(1);
         let item = WatchItem::Change {
-            event: (*e).clone(),
+            event: e.clone(),
             ends_revision,
         };
         if tx.send(item).await.is_err() {

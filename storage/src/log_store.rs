@@ -110,10 +110,10 @@ fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
-/// Deletes every entry at or below `upto`.
-fn delete_upto(log: &sled::Tree, upto: [u8; 8]) -> Result<(), sled::Error> {
+/// Deletes every entry whose key is in `keys`, in one batch.
+fn delete_range<R: RangeBounds<[u8; 8]>>(log: &sled::Tree, keys: R) -> Result<(), sled::Error> {
     let mut batch = sled::Batch::default();
-    for key in log.range(..=upto).keys() {
+    for key in log.range(keys).keys() {
         batch.remove(key?);
     }
     log.apply_batch(batch)
@@ -234,14 +234,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for key in self.log.range(index_key(log_id.index)..).keys() {
-            batch.remove(key.map_err(|e| logs_err(ErrorVerb::Delete, e))?);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| logs_err(ErrorVerb::Delete, e))?;
-        Ok(())
+        delete_range(&self.log, index_key(log_id.index)..)
+            .map_err(|e| logs_err(ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -259,7 +253,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let upto = index_key(log_id.index);
         tokio::task::spawn_blocking(move || {
             let _one_at_a_time = purging.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(error) = delete_upto(&log, upto) {
+            if let Err(error) = delete_range(&log, ..=upto) {
                 tracing::warn!(%error, "deleting purged log entries failed; the next purge retries");
             }
         });

@@ -46,29 +46,14 @@ impl<'a> Overlay<'a> {
         self.pending.insert(key, None);
     }
 
-    /// Live keys in `[start, end)`, in order, with pending writes merged in.
+    /// Live keys in `[start, end)`, in order, with pending writes merged in,
+    /// all read at once (see [`Overlay::scan`]).
     pub fn range(&self, start: &[u8], end: &[u8]) -> Result<Pairs, StoreError> {
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for item in self.tree.range(start..end) {
-            let (k, v) = item?;
-            merged.insert(k.to_vec(), v.to_vec());
-        }
-        let bounds = (
-            Bound::Included(start.to_vec()),
-            Bound::Excluded(end.to_vec()),
-        );
-        for (k, v) in self.pending.range(bounds) {
-            match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
-                None => merged.remove(k),
-            };
-        }
-        Ok(merged.into_iter().collect())
+        self.scan(start, end).collect()
     }
 
     /// Live pairs in `[start, end)`, in order, with pending writes merged in,
-    /// read lazily: a scan that stops early touches only what it read, where
-    /// [`Overlay::range`] copies the whole range first.
+    /// read lazily: a scan that stops early touches only what it read.
     pub fn scan<'s>(
         &'s self,
         start: &[u8],
