@@ -70,7 +70,7 @@ pub struct NodeCore {
 /// A running Cairn node.
 pub struct Node {
     core: Arc<NodeCore>,
-    db: sled::Db,
+    durable: cairn_storage::Durable,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     api_addr: std::net::SocketAddr,
@@ -200,7 +200,7 @@ impl Node {
         );
         Ok(Node {
             core,
-            db: store.db,
+            durable: store.durable,
             stop,
             tasks,
             api_addr,
@@ -243,10 +243,7 @@ impl Node {
         if let Err(e) = self.core.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        self.db
-            .flush_async()
-            .await
-            .map_err(cairn_storage::StoreError::from)?;
+        self.durable.flush_async().await?;
         Ok(())
     }
 }

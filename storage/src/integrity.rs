@@ -209,7 +209,7 @@ impl StateReader {
             return Ok(RepairOutcome::Mismatch);
         }
         self.shared.state.insert(keys::blob(id), encode(copy)?)?;
-        self.shared.db.flush_async().await?;
+        self.shared.durable.flush_async().await?;
         Ok(RepairOutcome::Repaired)
     }
 
@@ -229,7 +229,7 @@ impl StateReader {
         self.shared
             .state
             .insert(keys::blob(id), encode(&content)?)?;
-        self.shared.db.flush_async().await?;
+        self.shared.durable.flush_async().await?;
         Ok(true)
     }
 

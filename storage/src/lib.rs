@@ -21,6 +21,7 @@ pub mod apply;
 pub mod artifact;
 pub mod codec;
 pub mod command;
+pub mod durable;
 pub mod error;
 pub mod event;
 pub mod integrity;
@@ -40,6 +41,7 @@ pub use artifact::{ArtifactMeta, Corrupt, StoredContent};
 pub use command::{
     ArtifactFields, Command, Fence, Idempotency, KvMeta, Precondition, Rejection, Request, Response,
 };
+pub use durable::Durable;
 pub use error::StoreError;
 pub use event::{Event, EventKind};
 pub use log_store::LogStore;
@@ -55,8 +57,10 @@ pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// A node's storage: the Raft log and the state machine, sharing one sled
 /// database so that a log flush also persists applied state.
 pub struct Store {
-    /// The database both live in (flushed on shutdown).
+    /// The database both live in.
     pub db: sled::Db,
+    /// Durable flushes of `db` (used on shutdown).
+    pub durable: Durable,
     /// The Raft log and vote.
     pub log: LogStore,
     /// The state machine.
@@ -76,17 +80,20 @@ impl Store {
     /// the cache come from the OS page cache.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
+        let db_dir = dir.join("db");
         let db = sled::Config::new()
-            .path(dir.join("db"))
+            .path(&db_dir)
             .cache_capacity(cache_bytes)
             // Durability comes from the log store's flushes, which cover
             // every tree; sled's own timed flush would only add disk writes.
             .flush_every_ms(None)
             .open()?;
+        let durable = Durable::new(db.clone(), &db_dir)?;
         Ok(Self {
-            log: LogStore::open(db.clone())?,
-            state_machine: StateMachine::open(db.clone(), &dir.join("snapshots"))?,
+            log: LogStore::open(durable.clone())?,
+            state_machine: StateMachine::open(durable.clone(), &dir.join("snapshots"))?,
             db,
+            durable,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The Raft log and vote on sled.
 //!
-//! Every append and every vote is acknowledged to openraft only after sled
-//! has flushed it to disk. Appends return as soon as their entries are in
+//! Every append and every vote is acknowledged to openraft only after it is
+//! durable ([`crate::durable`]). Appends return as soon as their entries are in
 //! sled's buffers and hand their completion to one flusher thread, which
 //! flushes once for every append that arrived while the previous flush ran:
 //! the group commit. (openraft 0.9 waits for `append` to return before it
@@ -17,6 +17,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader, Vote};
 
 use crate::codec::{decode, encode};
+use crate::durable::Durable;
 use crate::error::{raft_io_error, StoreError};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
@@ -27,7 +28,7 @@ const PURGED: &[u8] = b"purged";
 /// The log store handed to openraft (also its own log reader).
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
+    durable: Durable,
     log: sled::Tree,
     meta: sled::Tree,
     flusher: mpsc::Sender<PendingAppend>,
@@ -45,11 +46,11 @@ struct PendingAppend {
 /// order. A flush that starts after an append was queued covers its
 /// entries, since they were inserted before it was queued. The thread ends
 /// when the last log store handle is dropped.
-fn run_flusher(db: sled::Db, pending: mpsc::Receiver<PendingAppend>) {
+fn run_flusher(durable: Durable, pending: mpsc::Receiver<PendingAppend>) {
     while let Ok(first) = pending.recv() {
         let mut group = vec![first];
         group.extend(pending.try_iter());
-        let flushed = db.flush().map(|_| ());
+        let flushed = durable.flush();
         metrics::histogram!(crate::telemetry::RAFT_LOG_FLUSH_APPENDS).record(group.len() as f64);
         for append in group {
             metrics::histogram!(crate::telemetry::RAFT_LOG_APPEND_SECONDS)
@@ -72,17 +73,18 @@ fn vote_err(verb: ErrorVerb, e: impl Into<StoreError>) -> StorageError {
 }
 
 impl LogStore {
-    /// Opens the log in `db`.
-    pub fn open(db: sled::Db) -> Result<Self, StoreError> {
+    /// Opens the log in `durable`'s database.
+    pub fn open(durable: Durable) -> Result<Self, StoreError> {
         let (flusher, pending) = mpsc::channel();
-        let flush_db = db.clone();
+        let flush_with = durable.clone();
         std::thread::Builder::new()
             .name("cairn-log-flush".into())
-            .spawn(move || run_flusher(flush_db, pending))?;
+            .spawn(move || run_flusher(flush_with, pending))?;
+        let db = durable.db();
         Ok(Self {
             log: db.open_tree("log")?,
             meta: db.open_tree("raft")?,
-            db,
+            durable,
             flusher,
             purging: Arc::default(),
         })
@@ -171,7 +173,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta
             .insert(VOTE, bytes)
             .map_err(|e| vote_err(ErrorVerb::Write, e))?;
-        self.db
+        self.durable
             .flush_async()
             .await
             .map_err(|e| vote_err(ErrorVerb::Write, e))?;
@@ -275,7 +277,7 @@ mod tests {
 
     fn store_with(entries: u64) -> LogStore {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let store = LogStore::open(db).unwrap();
+        let store = LogStore::open(Durable::temporary(db)).unwrap();
         for index in 1..=entries {
             let entry = Entry {
                 log_id: log_id(index),

@@ -307,11 +307,10 @@ mod tests {
 
     fn open() -> Replica {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .unwrap();
-        let sm = StateMachine::open(db, &dir.path().join("snapshots")).unwrap();
+        let path = dir.path().join("db");
+        let db = sled::Config::new().path(&path).open().unwrap();
+        let durable = crate::Durable::new(db, &path).unwrap();
+        let sm = StateMachine::open(durable, &dir.path().join("snapshots")).unwrap();
         (dir, sm)
     }
 

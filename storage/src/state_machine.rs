@@ -22,7 +22,7 @@ use crate::{keys, Response};
 
 /// State shared by the state machine, its snapshot builders and readers.
 pub(crate) struct Shared {
-    pub(crate) db: sled::Db,
+    pub(crate) durable: crate::durable::Durable,
     pub(crate) state: sled::Tree,
     /// This replica's own digests at consistency markers: local, never
     /// replicated and never in a snapshot (see [`crate::integrity`]).
@@ -86,14 +86,15 @@ fn snapshot_path(dir: &Path, meta: &SnapshotMeta) -> PathBuf {
 }
 
 impl StateMachine {
-    /// Opens the state machine in `db`, with snapshots kept in `snapshot_dir`.
-    pub fn open(db: sled::Db, snapshot_dir: &Path) -> Result<Self, StoreError> {
+    /// Opens the state machine in `durable`'s database, with snapshots kept
+    /// in `snapshot_dir`.
+    pub fn open(durable: crate::durable::Durable, snapshot_dir: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(snapshot_dir)?;
-        let state = db.open_tree(keys::STATE_TREE)?;
-        let digests = db.open_tree(crate::integrity::DIGEST_TREE)?;
+        let state = durable.db().open_tree(keys::STATE_TREE)?;
+        let digests = durable.db().open_tree(crate::integrity::DIGEST_TREE)?;
         let current = newest_snapshot(snapshot_dir)?;
         let shared = Arc::new(Shared {
-            db,
+            durable,
             state,
             digests,
             snapshot_dir: snapshot_dir.to_path_buf(),
@@ -225,7 +226,7 @@ impl Shared {
     ) -> Result<(SnapshotMeta, PathBuf), StoreError> {
         // The state the snapshot covers must be durable before the snapshot
         // exists, since the log behind it may be purged right after.
-        self.db.flush()?;
+        self.durable.flush()?;
         let last = self.read_applied()?;
         let membership = self.read_membership()?;
         let meta = SnapshotMeta {
@@ -275,7 +276,7 @@ impl Shared {
         batch.insert(keys::APPLIED, encode(&meta.last_log_id)?);
         batch.insert(keys::MEMBERSHIP, encode(&meta.last_membership)?);
         self.state.apply_batch(batch)?;
-        self.db.flush()?;
+        self.durable.flush()?;
         self.applied
             .store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
         let _ = self.notices.send(Notice::Reset);
