@@ -213,6 +213,23 @@ impl PeerConnection {
     }
 }
 
+/// Bytes of entries one AppendEntries call carries at most (a single larger
+/// entry still goes alone). openraft 0.9 gives each call one heartbeat
+/// interval to be answered, and the follower must write and sync it within
+/// that: with 1 MiB artifacts, calls of up to 32 entries timed out, were
+/// sent again and again, and let followers' election timers run out.
+pub const APPEND_BYTES_PER_CALL: usize = 4 * 1024 * 1024;
+
+/// When `n` entries encode to `bytes`, over [`APPEND_BYTES_PER_CALL`], how
+/// many openraft should send per call instead (`None`: send them all).
+fn entries_that_fit(n: u64, bytes: usize) -> Option<u64> {
+    if n <= 1 || bytes <= APPEND_BYTES_PER_CALL {
+        return None;
+    }
+    let per_entry = (bytes as u64).div_ceil(n);
+    Some((APPEND_BYTES_PER_CALL as u64 / per_entry).clamp(1, n - 1))
+}
+
 impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
@@ -221,10 +238,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let n = rpc.entries.len() as u64;
         let data = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        if data.len() > MAX_MESSAGE_BYTES / 2 && n > 1 {
-            // Large artifacts: ask openraft to send fewer entries per call.
+        if let Some(fewer) = entries_that_fit(n, data.len()) {
             return Err(RPCError::PayloadTooLarge(
-                PayloadTooLarge::new_entries_hint((n / 2).max(1)),
+                PayloadTooLarge::new_entries_hint(fewer),
             ));
         }
         let client = self.client().map_err(rpc_error)?;
@@ -286,5 +302,30 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
             decode(&reply.into_inner().data).map_err(|e| NetworkError::new(&e))?;
         result.map_err(|e| RemoteError::new(self.target, e).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn small_calls_and_single_entries_go_as_they_are() {
+        assert_eq!(entries_that_fit(256, 2 * MIB), None);
+        assert_eq!(entries_that_fit(1, 16 * MIB), None);
+        assert_eq!(entries_that_fit(4, APPEND_BYTES_PER_CALL), None);
+    }
+
+    #[test]
+    fn large_calls_are_cut_to_what_fits_the_byte_budget() {
+        // 32 entries of 1 MiB: four per call.
+        assert_eq!(entries_that_fit(32, 32 * MIB + 100), Some(3));
+        assert_eq!(entries_that_fit(32, 32 * MIB), Some(4));
+        // Entries larger than the budget go one at a time.
+        assert_eq!(entries_that_fit(3, 3 * 16 * MIB), Some(1));
+        // Never the same count again, so openraft always makes progress.
+        assert_eq!(entries_that_fit(2, APPEND_BYTES_PER_CALL + 1), Some(1));
     }
 }
