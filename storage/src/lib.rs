@@ -57,9 +57,8 @@ pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// A node's storage: the Raft log and the state machine, sharing one sled
 /// database so that a log flush also persists applied state.
 pub struct Store {
-    /// The database both live in.
-    pub db: sled::Db,
-    /// Durable flushes of `db` (used on shutdown).
+    /// The database both live in ([`Durable::db`]), with its durable
+    /// flushes (used on shutdown).
     pub durable: Durable,
     /// The Raft log and vote.
     pub log: LogStore,
@@ -92,7 +91,6 @@ impl Store {
         Ok(Self {
             log: LogStore::open(durable.clone())?,
             state_machine: StateMachine::open(durable.clone(), &dir.join("snapshots"))?,
-            db,
             durable,
         })
     }
