@@ -105,7 +105,7 @@ pub struct NodeConfig {
     #[arg(long, env = "CAIRN_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
     /// Election timeout lower bound (the upper bound is 1.5 times this).
-    #[arg(long, env = "CAIRN_ELECTION_TIMEOUT_MS", default_value_t = 250)]
+    #[arg(long, env = "CAIRN_ELECTION_TIMEOUT_MS", default_value_t = 150)]
     pub election_timeout_ms: u64,
     /// Page cache of the node's store, in MiB.
     #[arg(long, env = "CAIRN_CACHE_MB", default_value_t = 32)]

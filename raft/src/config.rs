@@ -20,7 +20,7 @@ impl Default for RaftSettings {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(250),
+            election_timeout: Duration::from_millis(150),
             snapshot_every: 20_000,
             keep_behind_snapshot: 1_000,
         }
@@ -38,9 +38,10 @@ impl RaftSettings {
             // openraft 0.9 makes followers refuse votes for election_timeout_max
             // after the last heartbeat (the leader lease) and then wait a random
             // timeout on top, so a failover takes max + [min, max). A narrow
-            // band keeps that under a second at the defaults (625–750 ms plus
-            // up to one tick of 1.5 heartbeats) while still spreading
-            // candidates apart. The heartbeat stays at 100 ms because openraft
+            // band keeps that short at the defaults (375–450 ms plus up to
+            // one tick of 1.5 heartbeats) while still spreading candidates
+            // apart, and a follower still waits out three missed heartbeats
+            // before it campaigns. The heartbeat stays at 100 ms because openraft
             // 0.9 also gives every AppendEntries one heartbeat interval to
             // complete: shorter, and a 16 MiB artifact cannot reach a busy
             // follower in time, whose missed heartbeats then start elections.
