@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cairn_raft::config::RaftSettings;
+use cairn_raft::config::{RaftSettings, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS};
 use cairn_storage::NodeId;
 
 /// The founding members' raft addresses, from `--initial-cluster 1=host:port,...`.
@@ -102,10 +102,10 @@ pub struct NodeConfig {
     #[arg(long, env = "CAIRN_IDEMPOTENCY_RETENTION_MS", default_value_t = 60 * 60 * 1000)]
     pub idempotency_retention_ms: u64,
     /// Leader heartbeat interval.
-    #[arg(long, env = "CAIRN_HEARTBEAT_MS", default_value_t = 100)]
+    #[arg(long, env = "CAIRN_HEARTBEAT_MS", default_value_t = DEFAULT_HEARTBEAT_MS)]
     pub heartbeat_ms: u64,
     /// Election timeout lower bound (the upper bound is 1.5 times this).
-    #[arg(long, env = "CAIRN_ELECTION_TIMEOUT_MS", default_value_t = 150)]
+    #[arg(long, env = "CAIRN_ELECTION_TIMEOUT_MS", default_value_t = DEFAULT_ELECTION_TIMEOUT_MS)]
     pub election_timeout_ms: u64,
     /// Page cache of the node's store, in MiB.
     #[arg(long, env = "CAIRN_CACHE_MB", default_value_t = 32)]

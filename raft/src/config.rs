@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// Default leader heartbeat interval, in milliseconds.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
+/// Default election timeout lower bound, in milliseconds.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 150;
+
 /// The Raft knobs a node exposes.
 #[derive(Debug, Clone)]
 pub struct RaftSettings {
@@ -19,8 +24,8 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(150),
+            heartbeat: Duration::from_millis(DEFAULT_HEARTBEAT_MS),
+            election_timeout: Duration::from_millis(DEFAULT_ELECTION_TIMEOUT_MS),
             snapshot_every: 20_000,
             keep_behind_snapshot: 1_000,
         }
