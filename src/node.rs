@@ -92,8 +92,9 @@ impl Node {
         crate::telemetry::install();
         let store = Store::open_with_cache(&config.data_dir, config.cache_mb * 1024 * 1024)?;
         let state = store.state_machine.reader();
-        let peers = PeerNetwork::default();
-        let raft_config = Arc::new(config.raft_settings().to_config()?);
+        let settings = config.raft_settings();
+        let peers = PeerNetwork::new(settings.heartbeat);
+        let raft_config = Arc::new(settings.to_config()?);
         let raft = Raft::new(
             config.id,
             raft_config,

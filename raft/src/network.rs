@@ -15,13 +15,14 @@ use openraft::error::{
     Fatal, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, ReplicationClosed,
     StreamingError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{Snapshot, Vote};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::config::DEFAULT_HEARTBEAT_MS;
 use crate::leader::{LeaderError, WriteOutcome};
 use crate::pb::raft_peer_client::RaftPeerClient;
 use crate::pb::{Empty, NodeInfo, Payload, ReadIndexRequest, SnapshotChunk};
@@ -74,12 +75,38 @@ pub enum PeerCallError {
 }
 
 /// Connections to peers, shared by Raft replication and request forwarding.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PeerNetwork {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    retry_every: Duration,
+}
+
+impl Default for PeerNetwork {
+    /// Retries unreachable peers every default heartbeat interval.
+    fn default() -> Self {
+        Self::new(Duration::from_millis(DEFAULT_HEARTBEAT_MS))
+    }
 }
 
 impl PeerNetwork {
+    /// Connections whose replication calls an unreachable peer again every
+    /// `retry_every`; give it the heartbeat interval.
+    ///
+    /// openraft 0.9 pauses replication to a peer that was unreachable until
+    /// a call succeeds, and by default for 500 ms at a time, also after each
+    /// call that times out. A restarted follower whose first calls time
+    /// out (it is still opening its store) then hears nothing for longer
+    /// than its election timeout, campaigns, and its higher term deposes a
+    /// healthy leader. Retrying as often as a heartbeat keeps a returning
+    /// peer in touch like any follower; a call to a peer that is down costs
+    /// one refused connection, or one connect timeout on a real network.
+    pub fn new(retry_every: Duration) -> Self {
+        Self {
+            channels: Arc::default(),
+            retry_every,
+        }
+    }
+
     /// A client for the peer at `addr` (`host:port`), reusing its channel.
     pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, tonic::Status> {
         Ok(RaftPeerClient::new(self.channel(addr)?)
@@ -230,14 +257,45 @@ fn entries_that_fit(n: u64, bytes: usize) -> Option<u64> {
     Some((APPEND_BYTES_PER_CALL as u64 / per_entry).clamp(1, n - 1))
 }
 
-impl RaftNetwork<TypeConfig> for PeerConnection {
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
+/// The entry-less AppendEntries that asks whether a follower already holds
+/// every entry of `rpc`, or `None` when `rpc` carries new entries.
+///
+/// A new leader in openraft 0.9 does not know how far each follower's log
+/// matches its own, and finds out by bisecting its whole unpurged log,
+/// sending the up to 256 entries after each midpoint: megabytes of old
+/// entries (artifacts among them) that an in-sync follower already holds,
+/// which delayed the new leader's first commit by about half a second.
+/// Entries up to the leader's commit index are on a majority and most
+/// likely on this follower too, so for those it first checks, in one small
+/// call, whether the follower holds the last one. By Raft's log matching
+/// property that answers for all of them. New entries (past the commit
+/// index, the steady state) go at once, without the extra call.
+fn holds_already_probe(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+) -> Option<AppendEntriesRequest<TypeConfig>> {
+    let last = rpc.entries.last()?.log_id;
+    if rpc
+        .leader_commit
+        .is_none_or(|commit| last.index > commit.index)
+    {
+        return None;
+    }
+    Some(AppendEntriesRequest {
+        vote: rpc.vote,
+        prev_log_id: Some(last),
+        entries: Vec::new(),
+        leader_commit: rpc.leader_commit,
+    })
+}
+
+impl PeerConnection {
+    async fn send_append(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let n = rpc.entries.len() as u64;
-        let data = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let data = encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if let Some(fewer) = entries_that_fit(n, data.len()) {
             return Err(RPCError::PayloadTooLarge(
                 PayloadTooLarge::new_entries_hint(fewer),
@@ -246,10 +304,33 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         let client = self.client().map_err(rpc_error)?;
         let reply = client
             .clone()
-            .append_entries(with_timeout(Payload { data }, option.hard_ttl()))
+            .append_entries(with_timeout(Payload { data }, timeout))
             .await
             .map_err(rpc_error)?;
         self.decode_reply(&reply.into_inner().data)
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(self.network.retry_every))
+    }
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        if let Some(probe) = holds_already_probe(&rpc) {
+            match self.send_append(&probe, option.hard_ttl()).await? {
+                // The follower holds the last entry, hence all of them.
+                AppendEntriesResponse::Success => return Ok(AppendEntriesResponse::Success),
+                higher @ AppendEntriesResponse::HigherVote(_) => return Ok(higher),
+                // It lacks some: send them.
+                AppendEntriesResponse::Conflict | AppendEntriesResponse::PartialSuccess(_) => {}
+            }
+        }
+        self.send_append(&rpc, option.hard_ttl()).await
     }
 
     async fn vote(
@@ -327,5 +408,47 @@ mod tests {
         assert_eq!(entries_that_fit(3, 3 * 16 * MIB), Some(1));
         // Never the same count again, so openraft always makes progress.
         assert_eq!(entries_that_fit(2, APPEND_BYTES_PER_CALL + 1), Some(1));
+    }
+
+    fn append(
+        entries: std::ops::RangeInclusive<u64>,
+        commit: Option<u64>,
+    ) -> AppendEntriesRequest<TypeConfig> {
+        let log_id = |index| openraft::LogId::new(openraft::CommittedLeaderId::new(2, 1), index);
+        AppendEntriesRequest {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: Some(log_id(entries.start() - 1)),
+            entries: entries
+                .map(|i| openraft::Entry {
+                    log_id: log_id(i),
+                    payload: openraft::EntryPayload::Blank,
+                })
+                .collect(),
+            leader_commit: commit.map(log_id),
+        }
+    }
+
+    #[test]
+    fn committed_entries_are_first_checked_by_their_last_log_id() {
+        let rpc = append(10..=20, Some(25));
+        let probe = holds_already_probe(&rpc).expect("entries up to the commit index are probed");
+        assert!(probe.entries.is_empty());
+        assert_eq!(probe.prev_log_id, rpc.entries.last().map(|e| e.log_id));
+        assert_eq!(probe.vote, rpc.vote);
+        assert_eq!(probe.leader_commit, rpc.leader_commit);
+        // The last entry at the commit index itself is still committed.
+        assert!(holds_already_probe(&append(10..=25, Some(25))).is_some());
+    }
+
+    #[test]
+    fn new_entries_and_heartbeats_go_without_a_probe() {
+        // Steady state: the entries reach past the commit index.
+        assert!(holds_already_probe(&append(20..=26, Some(25))).is_none());
+        // Nothing committed yet.
+        assert!(holds_already_probe(&append(1..=3, None)).is_none());
+        // A heartbeat has nothing to check.
+        let mut heartbeat = append(1..=1, Some(5));
+        heartbeat.entries.clear();
+        assert!(holds_already_probe(&heartbeat).is_none());
     }
 }
