@@ -323,9 +323,12 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         if let Some(probe) = holds_already_probe(&rpc) {
             match self.send_append(&probe, option.hard_ttl()).await? {
-                // The follower holds the last entry, hence all of them.
-                AppendEntriesResponse::Success => return Ok(AppendEntriesResponse::Success),
-                higher @ AppendEntriesResponse::HigherVote(_) => return Ok(higher),
+                // Success: the follower holds the last entry, hence all of
+                // them. A higher vote ends this leader's replication anyway.
+                answer
+                @ (AppendEntriesResponse::Success | AppendEntriesResponse::HigherVote(_)) => {
+                    return Ok(answer)
+                }
                 // It lacks some: send them.
                 AppendEntriesResponse::Conflict | AppendEntriesResponse::PartialSuccess(_) => {}
             }
