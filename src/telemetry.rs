@@ -42,7 +42,6 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let batch_sizes = [
                 names::RAFT_LOG_APPEND_ENTRIES,
-                names::RAFT_LOG_FLUSH_APPENDS,
                 names::RAFT_PROPOSAL_BATCH_SIZE,
             ];
             let builder = batch_sizes.into_iter().fold(
@@ -103,10 +102,6 @@ fn describe() {
         "Log append latency, including fsync"
     );
     describe_histogram!(RAFT_LOG_APPEND_ENTRIES, "Entries per log append");
-    describe_histogram!(
-        RAFT_LOG_FLUSH_APPENDS,
-        "Log appends made durable by one flush (group commit)"
-    );
     describe_histogram!(
         RAFT_PROPOSAL_BATCH_SIZE,
         "Client writes the leader proposed together as one log entry"

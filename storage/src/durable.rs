@@ -5,9 +5,11 @@
 //! with every new segment) nor flushes the device's write cache, and sled
 //! never syncs the separate files it writes for large pages (`blobs/`). Until
 //! the file system itself has synced, a power loss can take back writes that
-//! sled reports flushed. So every flush that acknowledges something (log
-//! appends, votes, snapshot installs, repairs, shutdown) goes through
-//! [`Durable::flush`], which ends with `syncfs(2)` on the store's folder.
+//! sled reports flushed. So every flush of the state machine that something
+//! relies on (before a snapshot, after an install, the timed flush the log's
+//! purges wait for, repairs, shutdown) goes through [`Durable::flush`],
+//! which ends with `syncfs(2)` on the store's folder. (The Raft log has a
+//! write-ahead log of its own, [`crate::log_store`].)
 
 use std::fs::File;
 use std::io;

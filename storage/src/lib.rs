@@ -1,4 +1,5 @@
-//! cairn-storage: Cairn's durable storage on sled.
+//! cairn-storage: Cairn's durable storage: the Raft log in a write-ahead
+//! log of its own, the state machine on sled.
 //!
 //! This crate holds the Raft log store and the state machine that openraft
 //! drives, the replicated command model and its deterministic apply, the
@@ -26,6 +27,7 @@ pub mod error;
 pub mod event;
 pub mod integrity;
 pub mod keys;
+pub mod log_migration;
 pub mod log_store;
 pub mod records;
 pub mod reinstall;
@@ -54,10 +56,10 @@ pub use types::{NodeId, PeerNode, TypeConfig};
 /// The page cache a store keeps by default: 32 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
-/// A node's storage: the Raft log and the state machine, sharing one sled
-/// database so that a log flush also persists applied state.
+/// A node's storage: the Raft log and vote in their own write-ahead log,
+/// the state machine in sled.
 pub struct Store {
-    /// The database both live in ([`Durable::db`]), with its durable
+    /// The state machine's database ([`Durable::db`]), with its durable
     /// flushes (used on shutdown).
     pub durable: Durable,
     /// The Raft log and vote.
@@ -83,14 +85,19 @@ impl Store {
         let db = sled::Config::new()
             .path(&db_dir)
             .cache_capacity(cache_bytes)
-            // Durability comes from the log store's flushes, which cover
-            // every tree; sled's own timed flush would only add disk writes.
+            // The state machine flushes durably on its own timer: sled's
+            // timed flush would not sync its blob files.
             .flush_every_ms(None)
             .open()?;
         let durable = Durable::new(db.clone(), &db_dir)?;
+        let state_machine = StateMachine::open(durable.clone(), &dir.join("snapshots"))?;
         Ok(Self {
-            log: LogStore::open(durable.clone())?,
-            state_machine: StateMachine::open(durable.clone(), &dir.join("snapshots"))?,
+            log: LogStore::open(
+                &dir.join(log_store::LOG_DIR),
+                &db,
+                state_machine.durable_applied(),
+            )?,
+            state_machine,
             durable,
         })
     }

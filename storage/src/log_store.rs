@@ -1,66 +1,224 @@
-//! The Raft log and vote on sled.
+//! The Raft log and vote, in a write-ahead log of their own.
 //!
-//! Every append and every vote is acknowledged to openraft only after it is
-//! durable ([`crate::durable`]). Appends return as soon as their entries are in
-//! sled's buffers and hand their completion to one flusher thread, which
-//! flushes once for every append that arrived while the previous flush ran:
-//! the group commit. (openraft 0.9 waits for `append` to return before it
-//! takes the next client write, so flushing inside `append` would cost one
-//! flush per entry on the leader.)
+//! The log lives in `raft-log`'s chunked WAL, not in sled: an append is a
+//! sequential write of checksummed records plus one `fdatasync` of the open
+//! chunk file, where a sled tree paid for its pages, its own log and a
+//! `syncfs` of the whole file system on every append. Every append and every
+//! vote is acknowledged to openraft only after its records are synced, by
+//! the WAL's flush worker. (openraft 0.9 waits for each append to be synced
+//! before it goes on, so the group commit that matters happens before the
+//! log, in the proposer's batches.)
+//!
+//! The state machine stays in sled and is made durable on its own schedule
+//! ([`crate::state_machine`]), which publishes the highest applied index a
+//! durable flush covers. A purge beyond that index waits in memory until
+//! the state catches up: openraft purges behind a snapshot it installs
+//! before the install is durable, and a crash in between must not leave a
+//! log that lacks entries the durable state lacks too.
 
 use std::fmt::Debug;
+use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader, Vote};
+use raft_log::api::raft_log_writer::RaftLogWriter;
+use raft_log::codeq::{Decode, Encode};
+use raft_log::RaftLog;
 
 use crate::codec::{decode, encode};
-use crate::durable::Durable;
 use crate::error::{raft_io_error, StoreError};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
-const VOTE: &[u8] = b"vote";
-const COMMITTED: &[u8] = b"committed";
-const PURGED: &[u8] = b"purged";
+/// Largest chunk file. A chunk's payloads stay cached until the chunk is
+/// closed and synced, and a whole chunk is read at once on start, so this
+/// bounds the log's memory; purged chunks are deleted whole.
+const CHUNK_BYTES: usize = 8 * 1024 * 1024;
+/// Payloads of closed chunks kept in memory for replication reads (a
+/// follower that is up to date is served from the open chunk's cache).
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
+const CACHE_ITEMS: usize = 8192;
+/// How long the flush worker waits for more writes before it syncs: not at
+/// all, since openraft hands over one append at a time and waits for it.
+const GROUP_WAIT: Duration = Duration::ZERO;
+/// The largest record the WAL reads back: above the largest entry (a
+/// 16 MiB artifact, or a batch of small writes), so that a damaged length
+/// cannot ask for gigabytes before the record's checksum is checked.
+const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+/// How long an append that needs a deferred purge waits for the state
+/// machine to make the purged entries durable before it purges anyway.
+const DEFERRED_PURGE_WAIT: Duration = Duration::from_secs(10);
+/// The buffer that replays one chunk on start.
+const READ_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// The folder of the log, inside a store's folder.
+pub const LOG_DIR: &str = "raft-log";
+
+/// Cairn's types for the WAL: openraft's log id and vote, each entry's
+/// payload as the codec's bytes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WalTypes;
+
+impl raft_log::Types for WalTypes {
+    type LogId = Coded<LogId>;
+    type LogPayload = Payload;
+    type Vote = Coded<Vote<NodeId>>;
+    type UserData = ();
+    type Callback = Flushed;
+
+    fn log_index(log_id: &Self::LogId) -> u64 {
+        log_id.0.index
+    }
+
+    fn payload_size(payload: &Self::LogPayload) -> u64 {
+        payload.0.len() as u64
+    }
+}
+
+/// A value the WAL stores through the one codec ([`crate::codec`]), framed
+/// by its length.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Coded<T>(pub T);
+
+impl<T: serde::Serialize> Encode for Coded<T> {
+    fn encode<W: io::Write>(&self, w: W) -> Result<usize, io::Error> {
+        let bytes = encode(&self.0).map_err(io::Error::other)?;
+        write_framed(w, &bytes)
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> Decode for Coded<T> {
+    fn decode<R: io::Read>(r: R) -> Result<Self, io::Error> {
+        let bytes = read_framed(r)?;
+        Ok(Self(decode(&bytes).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, e)
+        })?))
+    }
+}
+
+/// An entry's payload, encoded once on append and decoded on every read.
+/// Cloning it (the WAL's cache hands out clones) shares the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload(bytes::Bytes);
+
+impl Encode for Payload {
+    fn encode<W: io::Write>(&self, w: W) -> Result<usize, io::Error> {
+        write_framed(w, &self.0)
+    }
+}
+
+impl Decode for Payload {
+    fn decode<R: io::Read>(r: R) -> Result<Self, io::Error> {
+        Ok(Self(read_framed(r)?.into()))
+    }
+}
+
+fn write_framed<W: io::Write>(mut w: W, bytes: &[u8]) -> Result<usize, io::Error> {
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "log record over 4 GiB"))?;
+    w.write_all(&len.to_be_bytes())?;
+    w.write_all(bytes)?;
+    Ok(4 + bytes.len())
+}
+
+fn read_framed<R: io::Read>(mut r: R) -> Result<Vec<u8>, io::Error> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_RECORD_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("log record of {len} bytes"),
+        ));
+    }
+    let mut bytes = vec![0u8; len];
+    r.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// What the WAL's flush worker completes once a write is synced.
+pub enum Flushed {
+    /// An openraft append, with when it started (for the latency metric).
+    Append {
+        /// openraft's completion.
+        callback: LogFlushed<TypeConfig>,
+        /// When the append was handed to the log.
+        started: Instant,
+    },
+    /// An async caller waiting for its records (a vote) to be durable.
+    Wait(tokio::sync::oneshot::Sender<io::Result<()>>),
+    /// A thread waiting for its records to be durable (the migration).
+    Blocking(std::sync::mpsc::SyncSender<io::Result<()>>),
+}
+
+impl raft_log::Callback for Flushed {
+    fn send(self, result: Result<(), io::Error>) {
+        match self {
+            Flushed::Append { callback, started } => {
+                metrics::histogram!(crate::telemetry::RAFT_LOG_APPEND_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                callback.log_io_completed(result);
+            }
+            Flushed::Wait(done) => {
+                let _ = done.send(result);
+            }
+            Flushed::Blocking(done) => {
+                // Nobody waiting any more is not an error of the flush.
+                let _ = std::sync::mpsc::SyncSender::send(&done, result);
+            }
+        }
+    }
+}
 
 /// The log store handed to openraft (also its own log reader).
 #[derive(Clone)]
 pub struct LogStore {
-    durable: Durable,
-    log: sled::Tree,
-    meta: sled::Tree,
-    flusher: mpsc::Sender<PendingAppend>,
-    /// Held by the background deletion of purged entries, one at a time.
-    purging: Arc<Mutex<()>>,
+    wal: Arc<Mutex<Wal>>,
+    /// The highest applied index the state machine has made durable.
+    durable_applied: Arc<AtomicU64>,
 }
 
-/// An append whose entries are in sled's buffers, waiting for a flush.
-struct PendingAppend {
-    callback: LogFlushed<TypeConfig>,
-    started: Instant,
+/// The WAL and the purge it holds back.
+struct Wal {
+    log: RaftLog<WalTypes>,
+    /// A purge openraft asked for past the durable applied index.
+    deferred_purge: Option<LogId>,
 }
 
-/// Flushes `db` once per group of pending appends and completes them in
-/// order. A flush that starts after an append was queued covers its
-/// entries, since they were inserted before it was queued. The thread ends
-/// when the last log store handle is dropped.
-fn run_flusher(durable: Durable, pending: mpsc::Receiver<PendingAppend>) {
-    while let Ok(first) = pending.recv() {
-        let mut group = vec![first];
-        group.extend(pending.try_iter());
-        let flushed = durable.flush();
-        metrics::histogram!(crate::telemetry::RAFT_LOG_FLUSH_APPENDS).record(group.len() as f64);
-        for append in group {
-            metrics::histogram!(crate::telemetry::RAFT_LOG_APPEND_SECONDS)
-                .record(append.started.elapsed().as_secs_f64());
-            let result = match &flushed {
-                Ok(()) => Ok(()),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            };
-            append.callback.log_io_completed(result);
+impl Wal {
+    fn purge_now(&mut self, upto: LogId) -> io::Result<()> {
+        if self.log.log_state().purged().is_some_and(|p| p.0 >= upto) {
+            return Ok(());
         }
+        // The chunks behind the purge point are deleted by the flush
+        // worker once the purge record is synced, off openraft's core loop.
+        self.log.purge(Coded(upto))?;
+        self.log.flush(true, None)
+    }
+
+    /// Carries out the deferred purge once the state covers it.
+    fn settle(&mut self, durable_applied: u64) -> io::Result<()> {
+        match self.deferred_purge {
+            Some(upto) if upto.index <= durable_applied => {
+                self.deferred_purge = None;
+                self.purge_now(upto)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether an append starting at `first` needs the deferred purge first
+    /// (a snapshot installed past the end of the log).
+    fn needs_purge_for(&self, first: u64) -> bool {
+        let next = match self.log.log_state().last() {
+            Some(last) => last.0.index + 1,
+            None => 0,
+        };
+        self.deferred_purge.is_some() && first > next
     }
 }
 
@@ -72,53 +230,136 @@ fn vote_err(verb: ErrorVerb, e: impl Into<StoreError>) -> StorageError {
     raft_io_error(ErrorSubject::Vote, verb, e.into())
 }
 
+fn wal_config(dir: &Path) -> Result<raft_log::Config, StoreError> {
+    let dir = dir
+        .to_str()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "log folder is not UTF-8"))?;
+    let mut config = raft_log::Config::new(dir);
+    config.log_cache_capacity = Some(CACHE_BYTES);
+    config.log_cache_max_items = Some(CACHE_ITEMS);
+    config.wal.chunk_max_size = Some(CHUNK_BYTES);
+    config.wal.flush_batch_wait = Some(GROUP_WAIT);
+    config.wal.read_buffer_size = Some(READ_BUFFER_BYTES);
+    Ok(config)
+}
+
 impl LogStore {
-    /// Opens the log in `durable`'s database.
-    pub fn open(durable: Durable) -> Result<Self, StoreError> {
-        let (flusher, pending) = mpsc::channel();
-        let flush_with = durable.clone();
-        std::thread::Builder::new()
-            .name("cairn-log-flush".into())
-            .spawn(move || run_flusher(flush_with, pending))?;
-        let db = durable.db();
+    /// Opens the log in the folder `dir` (created if missing). A store
+    /// written by an older Cairn, whose log lived in the sled trees `log`
+    /// and `raft` of `db`, is moved into the WAL first. `durable_applied`
+    /// is the state machine's durable applied index
+    /// ([`crate::StateMachine::durable_applied`]), which purges wait for.
+    pub fn open(
+        dir: &Path,
+        db: &sled::Db,
+        durable_applied: Arc<AtomicU64>,
+    ) -> Result<Self, StoreError> {
+        if !dir.exists() {
+            crate::log_migration::migrate(db, dir)?;
+        }
+        crate::log_migration::drop_old_trees(db)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            // The new folder's entry must outlive a power cut, or the next
+            // start would take the node for a fresh one without its vote.
+            if let Some(parent) = dir.parent() {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+        }
+        let log = RaftLog::open(Arc::new(wal_config(dir)?))?;
         Ok(Self {
-            log: db.open_tree("log")?,
-            meta: db.open_tree("raft")?,
-            durable,
-            flusher,
-            purging: Arc::default(),
+            wal: Arc::new(Mutex::new(Wal {
+                log,
+                deferred_purge: None,
+            })),
+            durable_applied,
         })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(
+    /// The WAL, locked. A panic while holding the lock may have left a
+    /// record queued that the WAL's state does not show, so the log is
+    /// then unusable and openraft, told so, stops the node.
+    fn wal(&self) -> Result<MutexGuard<'_, Wal>, StoreError> {
+        self.wal
+            .lock()
+            .map_err(|_| io::Error::other("the log's lock is poisoned").into())
+    }
+
+    fn durable_applied(&self) -> u64 {
+        self.durable_applied.load(Ordering::Acquire)
+    }
+
+    /// Waits until everything written so far is synced.
+    async fn sync(&self) -> Result<(), StoreError> {
+        let (done, synced) = tokio::sync::oneshot::channel();
+        self.wal()?.log.flush(true, Some(Flushed::Wait(done)))?;
+        synced
+            .await
+            .map_err(|_| io::Error::other("log flush worker stopped"))??;
+        Ok(())
+    }
+
+    /// Queues `records` for the flush worker, which completes `done` once
+    /// they are synced.
+    async fn write_entries(
         &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StoreError> {
-        match self.meta.get(key)? {
-            Some(b) => Ok(Some(decode(&b)?)),
-            None => Ok(None),
+        records: Vec<(Coded<LogId>, Payload)>,
+        done: Flushed,
+    ) -> Result<(), StoreError> {
+        if let Some((first, _)) = records.first() {
+            self.make_room(first.0.index).await?;
         }
+        let mut wal = self.wal()?;
+        wal.log.append(records)?;
+        wal.log.flush(true, Some(done))?;
+        Ok(())
     }
 
-    fn last_entry_log_id(&self) -> Result<Option<LogId>, StoreError> {
-        match self.log.last()? {
-            Some((_, v)) => Ok(Some(decode::<Entry>(&v)?.log_id)),
-            None => Ok(None),
+    /// Before an append starting at `first`: carries out a deferred purge
+    /// that the append needs, waiting (bounded) for the state machine to
+    /// make it safe. openraft appends past an installed snapshot only after
+    /// the install, which is durable when it returns, so this rarely waits.
+    async fn make_room(&self, first: u64) -> Result<(), StoreError> {
+        let deadline = Instant::now() + DEFERRED_PURGE_WAIT;
+        loop {
+            {
+                let mut wal = self.wal()?;
+                wal.settle(self.durable_applied())?;
+                if !wal.needs_purge_for(first) {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    if let Some(upto) = wal.deferred_purge.take() {
+                        tracing::warn!(
+                            purge = %upto,
+                            durable_applied = self.durable_applied(),
+                            "purging the log before the state machine made it durable"
+                        );
+                        wal.purge_now(upto)?;
+                    }
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 }
 
-fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
+/// Opens a WAL at `dir` with Cairn's settings (for the migration).
+pub(crate) fn open_wal(dir: &Path) -> Result<RaftLog<WalTypes>, StoreError> {
+    Ok(RaftLog::open(Arc::new(wal_config(dir)?))?)
 }
 
-/// Deletes every entry whose key is in `keys`, in one batch.
-fn delete_range<R: RangeBounds<[u8; 8]>>(log: &sled::Tree, keys: R) -> Result<(), sled::Error> {
-    let mut batch = sled::Batch::default();
-    for key in log.range(keys).keys() {
-        batch.remove(key?);
-    }
-    log.apply_batch(batch)
+/// The folder a migration writes into before it becomes the log.
+pub(crate) fn staging_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".new");
+    PathBuf::from(name)
+}
+
+/// The payload bytes of `entry`, for the WAL.
+pub(crate) fn wal_record(entry: &Entry) -> Result<(Coded<LogId>, Payload), StoreError> {
+    Ok((Coded(entry.log_id), Payload(encode(&entry.payload)?.into())))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -126,20 +367,31 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let start = match range.start_bound() {
+        let from = match range.start_bound() {
             Bound::Included(&i) => i,
             Bound::Excluded(&i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let iter = match range.end_bound() {
-            Bound::Included(&i) => self.log.range(index_key(start)..=index_key(i)),
-            Bound::Excluded(&i) => self.log.range(index_key(start)..index_key(i)),
-            Bound::Unbounded => self.log.range(index_key(start)..),
+        let to = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        let wal = self.wal().map_err(|e| logs_err(ErrorVerb::Read, e))?;
+        let from = match wal.deferred_purge {
+            Some(purged) => from.max(purged.index + 1),
+            None => from,
         };
         let mut entries = Vec::new();
-        for item in iter {
-            let (_, v) = item.map_err(|e| logs_err(ErrorVerb::Read, e))?;
-            entries.push(decode::<Entry>(&v).map_err(|e| logs_err(ErrorVerb::Read, e))?);
+        if from >= to {
+            return Ok(entries);
+        }
+        for item in wal.log.read(from, to) {
+            let (log_id, payload) = item.map_err(|e| logs_err(ErrorVerb::Read, e))?;
+            entries.push(Entry {
+                log_id: log_id.0,
+                payload: decode(&payload.0).map_err(|e| logs_err(ErrorVerb::Read, e))?,
+            });
         }
         Ok(entries)
     }
@@ -149,18 +401,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let purged: Option<LogId> = self
-            .get_meta::<Option<LogId>>(PURGED)
-            .map_err(|e| logs_err(ErrorVerb::Read, e))?
-            .flatten();
-        // Purged entries may still wait for their deletion (see `purge`).
-        let last = self
-            .last_entry_log_id()
-            .map_err(|e| logs_err(ErrorVerb::Read, e))?
-            .max(purged);
+        let wal = self.wal().map_err(|e| logs_err(ErrorVerb::Read, e))?;
+        let state = wal.log.log_state();
+        // A deferred purge counts as done: openraft never needs those
+        // entries again; they only stay on disk for a crash.
+        let purged = state.purged().map(|l| l.0).max(wal.deferred_purge);
         Ok(LogState {
             last_purged_log_id: purged,
-            last_log_id: last,
+            // A purge past the last entry (a snapshot installed on a lagging
+            // follower) moves the last log id with it.
+            last_log_id: state.last().map(|l| l.0).max(purged),
         })
     }
 
@@ -169,37 +419,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        let bytes = encode(vote).map_err(|e| vote_err(ErrorVerb::Write, e))?;
-        self.meta
-            .insert(VOTE, bytes)
+        self.wal()
+            .and_then(|mut wal| Ok(wal.log.save_vote(Coded(*vote))?))
             .map_err(|e| vote_err(ErrorVerb::Write, e))?;
-        self.durable
-            .flush_async()
-            .await
-            .map_err(|e| vote_err(ErrorVerb::Write, e))?;
-        Ok(())
+        self.sync().await.map_err(|e| vote_err(ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.get_meta(VOTE)
-            .map_err(|e| vote_err(ErrorVerb::Read, e))
+        let wal = self.wal().map_err(|e| vote_err(ErrorVerb::Read, e))?;
+        Ok(wal.log.log_state().vote().map(|v| v.0))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not flushed: the committed index is a hint that speeds up restart;
-        // losing it only means re-learning it from the leader.
-        let bytes = encode(&committed).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-        self.meta
-            .insert(COMMITTED, bytes)
-            .map_err(|e| logs_err(ErrorVerb::Write, e))?;
-        Ok(())
+        // Not synced: the committed index is a hint that speeds up restart;
+        // losing it only means re-learning it from the leader. The next
+        // synced append covers it, since the WAL is written in order.
+        let Some(committed) = committed else {
+            return Ok(());
+        };
+        let mut wal = self.wal().map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        wal.settle(self.durable_applied())
+            .and_then(|_| wal.log.commit(Coded(committed)).map(drop))
+            .and_then(|_| wal.log.flush(false, None))
+            .map_err(|e| logs_err(ErrorVerb::Write, e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
-            .get_meta::<Option<LogId>>(COMMITTED)
-            .map_err(|e| logs_err(ErrorVerb::Read, e))?
-            .flatten())
+        let wal = self.wal().map_err(|e| logs_err(ErrorVerb::Read, e))?;
+        Ok(wal.log.log_state().committed().map(|l| l.0))
     }
 
     async fn append<I>(
@@ -212,115 +459,228 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let started = Instant::now();
-        let mut batch = sled::Batch::default();
-        let mut count = 0u64;
-        for entry in entries {
-            let bytes = encode(&entry).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-            batch.insert(&index_key(entry.log_id.index), bytes);
-            count += 1;
-        }
-        self.log
-            .apply_batch(batch)
+        let records = entries
+            .into_iter()
+            .map(|entry| wal_record(&entry))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| logs_err(ErrorVerb::Write, e))?;
-        metrics::histogram!(crate::telemetry::RAFT_LOG_APPEND_ENTRIES).record(count as f64);
-        // Acknowledged only once the flusher has them on disk.
-        self.flusher
-            .send(PendingAppend { callback, started })
-            .map_err(|_| {
-                logs_err(
-                    ErrorVerb::Write,
-                    std::io::Error::other("log flusher stopped"),
-                )
-            })?;
-        Ok(())
+        metrics::histogram!(crate::telemetry::RAFT_LOG_APPEND_ENTRIES).record(records.len() as f64);
+        self.write_entries(records, Flushed::Append { callback, started })
+            .await
+            .map_err(|e| logs_err(ErrorVerb::Write, e))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        delete_range(&self.log, index_key(log_id.index)..)
+        // Synced in the background: the appends that follow a truncation
+        // are acknowledged only after a sync that covers it.
+        let mut wal = self.wal().map_err(|e| logs_err(ErrorVerb::Delete, e))?;
+        let next = wal.log.log_state().last().map_or(0, |l| l.0.index + 1);
+        if log_id.index >= next {
+            // Nothing at or after it (behind a deferred purge, the WAL may
+            // end before openraft's view of the log does).
+            return Ok(());
+        }
+        wal.log
+            .truncate(log_id.index)
+            .and_then(|_| wal.log.flush(true, None))
             .map_err(|e| logs_err(ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let bytes = encode(&Some(log_id)).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-        self.meta
-            .insert(PURGED, bytes)
-            .map_err(|e| logs_err(ErrorVerb::Write, e))?;
-        // openraft awaits this inside its core loop, and deleting a
-        // snapshot's worth of entries (20,000 of a few KiB) takes about a
-        // third of a second in sled: long enough for followers to miss
-        // heartbeats and call an election. The purge mark above is what
-        // counts (openraft never reads at or below it, and the next purge
-        // covers whatever a crash left), so the entries go in the background.
-        let (log, purging) = (self.log.clone(), self.purging.clone());
-        let upto = index_key(log_id.index);
-        tokio::task::spawn_blocking(move || {
-            let _one_at_a_time = purging.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(error) = delete_range(&log, ..=upto) {
-                tracing::warn!(%error, "deleting purged log entries failed; the next purge retries");
-            }
-        });
+        let durable_applied = self.durable_applied();
+        let mut wal = self.wal().map_err(|e| logs_err(ErrorVerb::Delete, e))?;
+        if log_id.index <= durable_applied {
+            return wal
+                .purge_now(log_id)
+                .map_err(|e| logs_err(ErrorVerb::Delete, e));
+        }
+        // Behind a snapshot being installed: openraft needs none of these
+        // entries again, and they stay on disk until the install is durable.
+        wal.deferred_purge = wal.deferred_purge.max(Some(log_id));
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
 
-    fn log_id(index: u64) -> LogId {
-        LogId::new(CommittedLeaderId::new(1, 1), index)
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
     }
 
-    fn store_with(entries: u64) -> LogStore {
+    fn blank(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// A log whose state machine has made everything durable.
+    fn open(dir: &Path) -> LogStore {
+        open_with(dir, Arc::new(AtomicU64::new(u64::MAX)))
+    }
+
+    fn open_with(dir: &Path, durable_applied: Arc<AtomicU64>) -> LogStore {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let store = LogStore::open(Durable::temporary(db)).unwrap();
-        for index in 1..=entries {
-            let entry = Entry {
-                log_id: log_id(index),
-                payload: EntryPayload::Blank,
-            };
-            store
-                .log
-                .insert(index_key(index), encode(&entry).unwrap())
-                .unwrap();
-        }
-        store
+        LogStore::open(&dir.join(LOG_DIR), &db, durable_applied).unwrap()
     }
 
-    async fn wait_for_len(store: &LogStore, len: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while store.log.len() != len {
-            assert!(
-                Instant::now() < deadline,
-                "{} entries left",
-                store.log.len()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    /// Appends and waits until the entries are durable. (openraft's own
+    /// callback path is covered by its storage suite, in tests/.)
+    async fn append(store: &mut LogStore, entries: Vec<Entry>) {
+        let records: Vec<_> = entries.iter().map(|e| wal_record(e).unwrap()).collect();
+        let (done, synced) = tokio::sync::oneshot::channel();
+        store
+            .write_entries(records, Flushed::Wait(done))
+            .await
+            .unwrap();
+        synced.await.unwrap().unwrap();
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
     }
 
     #[tokio::test]
-    async fn purge_marks_at_once_and_deletes_the_entries_behind_it() {
-        let mut store = store_with(10);
-        store.purge(log_id(6)).await.unwrap();
-        let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(log_id(6)));
-        assert_eq!(state.last_log_id, Some(log_id(10)));
-        wait_for_len(&store, 4).await;
-        let rest = store.try_get_log_entries(7..=10).await.unwrap();
-        assert_eq!(rest.len(), 4);
+    async fn entries_and_vote_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(&mut store, (0..5).map(|i| blank(1, i)).collect()).await;
+        let vote = Vote::new_committed(1, 1);
+        store.save_vote(&vote).await.unwrap();
+        store.save_committed(Some(log_id(1, 3))).await.unwrap();
+        drop(store);
 
-        // Purging the whole log leaves its last id as the last log id, before
-        // and after the entries are gone.
-        store.purge(log_id(10)).await.unwrap();
+        let mut store = open(dir.path());
+        assert_eq!(store.read_vote().await.unwrap(), Some(vote));
         let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_log_id, Some(log_id(10)));
-        wait_for_len(&store, 0).await;
+        assert_eq!(state.last_log_id, Some(log_id(1, 4)));
+        assert_eq!(state.last_purged_log_id, None);
+        let entries = store.try_get_log_entries(1..=3).await.unwrap();
+        assert_eq!(indexes(&entries), vec![1, 2, 3]);
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 3)));
+    }
+
+    #[tokio::test]
+    async fn truncate_drops_the_entry_and_all_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(&mut store, (0..6).map(|i| blank(1, i)).collect()).await;
+        store.truncate(log_id(1, 3)).await.unwrap();
+        // A new leader's entries take the freed indexes.
+        append(&mut store, vec![blank(2, 3)]).await;
+        let entries = store.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(indexes(&entries), vec![0, 1, 2, 3]);
+        assert_eq!(entries[3].log_id, log_id(2, 3));
+        drop(store);
+        let mut store = open(dir.path());
         let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_log_id, Some(log_id(10)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 3)));
+    }
+
+    #[tokio::test]
+    async fn purge_hides_the_entries_behind_it_and_may_pass_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(&mut store, (0..10).map(|i| blank(1, i)).collect()).await;
+        store.purge(log_id(1, 6)).await.unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 6)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 9)));
+        let rest = store.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(indexes(&rest), vec![7, 8, 9]);
+        // An older purge point changes nothing.
+        store.purge(log_id(1, 2)).await.unwrap();
+
+        // A snapshot installed past the log purges beyond its last entry;
+        // the log then continues right after the snapshot.
+        store.purge(log_id(3, 20)).await.unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(3, 20)));
+        append(&mut store, vec![blank(3, 21)]).await;
+        drop(store);
+        let mut store = open(dir.path());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(3, 20)));
+        assert_eq!(state.last_log_id, Some(log_id(3, 21)));
+        let rest = store.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(indexes(&rest), vec![21]);
+    }
+
+    #[tokio::test]
+    async fn a_purge_past_the_durable_state_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let durable = Arc::new(AtomicU64::new(3));
+        let mut store = open_with(dir.path(), durable.clone());
+        append(&mut store, (0..10).map(|i| blank(1, i)).collect()).await;
+        let on_disk = |store: &LogStore| store.wal().unwrap().log.log_state().purged().map(|p| p.0);
+        // Up to the durable index: at once.
+        store.purge(log_id(1, 3)).await.unwrap();
+        assert_eq!(on_disk(&store), Some(log_id(1, 3)));
+        // Past it: done as openraft sees it, but the entries stay on disk,
+        // so a crash now finds them again.
+        store.purge(log_id(1, 7)).await.unwrap();
+        store.save_committed(Some(log_id(1, 9))).await.unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 7)));
+        assert_eq!(
+            indexes(&store.try_get_log_entries(0..).await.unwrap()),
+            vec![8, 9]
+        );
+        assert_eq!(on_disk(&store), Some(log_id(1, 3)));
+        // Once the state is durable, the next write carries it out.
+        durable.store(8, Ordering::Release);
+        store.save_committed(Some(log_id(1, 9))).await.unwrap();
+        assert_eq!(on_disk(&store), Some(log_id(1, 7)));
+        drop(store);
+        let mut store = open_with(dir.path(), durable);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 7)));
+        assert_eq!(
+            indexes(&store.try_get_log_entries(0..).await.unwrap()),
+            vec![8, 9]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_append_past_an_installed_snapshot_purges_once_it_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let durable = Arc::new(AtomicU64::new(4));
+        let mut store = open_with(dir.path(), durable.clone());
+        append(&mut store, (0..5).map(|i| blank(1, i)).collect()).await;
+        // A snapshot at 20 is being installed: openraft sees the log end
+        // there at once, the WAL only once the install is durable.
+        store.purge(log_id(2, 20)).await.unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(2, 20)));
+        let on_disk = store.wal().unwrap().log.log_state().last().map(|l| l.0);
+        assert_eq!(on_disk, Some(log_id(1, 4)));
+        let install = {
+            let durable = durable.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                durable.store(20, Ordering::Release);
+            })
+        };
+        // The entry after the snapshot needs the purge, and gets it once
+        // the install is durable.
+        append(&mut store, vec![blank(2, 21)]).await;
+        install.await.unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(2, 20)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 21)));
+        let on_disk = store.wal().unwrap().log.log_state().purged().map(|l| l.0);
+        assert_eq!(on_disk, Some(log_id(2, 20)));
+    }
+
+    #[test]
+    fn a_damaged_record_length_is_refused_before_allocating() {
+        let mut bytes = u32::MAX.to_be_bytes().to_vec();
+        bytes.extend_from_slice(b"short");
+        let err = Payload::decode(&bytes[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 }

@@ -33,6 +33,9 @@ pub(crate) struct Shared {
     pub(crate) gate: tokio::sync::Mutex<()>,
     /// Last applied log index, for readers (0 before the first entry).
     pub(crate) applied: AtomicU64,
+    /// The highest applied index a durable flush covers: the log may be
+    /// purged up to here ([`crate::LogStore`]).
+    durable_applied: Arc<AtomicU64>,
     /// The newest durable snapshot.
     current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
     pub(crate) receive_seq: AtomicU64,
@@ -100,6 +103,7 @@ impl StateMachine {
             snapshot_dir: snapshot_dir.to_path_buf(),
             gate: tokio::sync::Mutex::new(()),
             applied: AtomicU64::new(0),
+            durable_applied: Arc::default(),
             current: Mutex::new(current),
             receive_seq: AtomicU64::new(0),
             pending_image: Mutex::new(None),
@@ -109,7 +113,17 @@ impl StateMachine {
         shared
             .applied
             .store(applied.map_or(0, |l| l.index), Ordering::Release);
+        // What sled recovered may sit only in the OS's cache after a crash
+        // of the process: make it durable before the log may be purged.
+        shared.flush_durably()?;
+        spawn_state_flusher(Arc::downgrade(&shared));
         Ok(Self { shared })
+    }
+
+    /// The highest applied index a durable flush covers, shared with the
+    /// log store, which purges no further.
+    pub fn durable_applied(&self) -> Arc<AtomicU64> {
+        self.shared.durable_applied.clone()
     }
 
     /// A reader of the applied state.
@@ -117,6 +131,35 @@ impl StateMachine {
         StateReader {
             shared: self.shared.clone(),
         }
+    }
+}
+
+/// How often applied state is made durable in the background. Every
+/// acknowledged write is in the log already; this bounds how much of the
+/// log a restarted node re-applies and how long a purge may wait.
+const STATE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Flushes the state machine durably every [`STATE_FLUSH_EVERY`] while it
+/// has applied something new, until the state machine is dropped. (sled's
+/// own timed flush would not sync its blob files: see [`crate::durable`].)
+fn spawn_state_flusher(shared: std::sync::Weak<Shared>) {
+    let spawned = std::thread::Builder::new()
+        .name("cairn-state-flush".into())
+        .spawn(move || loop {
+            std::thread::sleep(STATE_FLUSH_EVERY);
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let applied = shared.applied.load(Ordering::Acquire);
+            if applied > shared.durable_applied.load(Ordering::Acquire) {
+                if let Err(error) = shared.flush_durably() {
+                    tracing::warn!(%error, "flushing applied state failed; retrying");
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        // Snapshots still flush durably, so purges still happen, later.
+        tracing::warn!(%error, "could not start the state flusher");
     }
 }
 
@@ -146,6 +189,15 @@ fn newest_snapshot(dir: &Path) -> Result<Option<(SnapshotMeta, PathBuf)>, StoreE
 }
 
 impl Shared {
+    /// Flushes the state durably and records the applied index it covers:
+    /// everything applied before the flush starts.
+    pub(crate) fn flush_durably(&self) -> Result<(), StoreError> {
+        let applied = self.applied.load(Ordering::Acquire);
+        self.durable.flush()?;
+        self.durable_applied.fetch_max(applied, Ordering::AcqRel);
+        Ok(())
+    }
+
     pub(crate) fn read_applied(&self) -> Result<Option<LogId>, StoreError> {
         match self.state.get(keys::APPLIED)? {
             Some(b) => Ok(decode(&b)?),
@@ -226,7 +278,7 @@ impl Shared {
     ) -> Result<(SnapshotMeta, PathBuf), StoreError> {
         // The state the snapshot covers must be durable before the snapshot
         // exists, since the log behind it may be purged right after.
-        self.durable.flush()?;
+        self.flush_durably()?;
         let last = self.read_applied()?;
         let membership = self.read_membership()?;
         let meta = SnapshotMeta {
@@ -277,8 +329,9 @@ impl Shared {
         batch.insert(keys::MEMBERSHIP, encode(&meta.last_membership)?);
         self.state.apply_batch(batch)?;
         self.durable.flush()?;
-        self.applied
-            .store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        self.applied.store(index, Ordering::Release);
+        self.durable_applied.fetch_max(index, Ordering::AcqRel);
         let _ = self.notices.send(Notice::Reset);
         let dest = snapshot_path(&self.snapshot_dir, meta);
         fs::rename(path, &dest)?;

@@ -24,8 +24,6 @@ pub const RAFT_REPLICATION_LAG: &str = "cairn_raft_replication_lag_entries";
 pub const RAFT_LOG_APPEND_SECONDS: &str = "cairn_raft_log_append_duration_seconds";
 /// Raft: entries per log append (histogram).
 pub const RAFT_LOG_APPEND_ENTRIES: &str = "cairn_raft_log_append_entries";
-/// Raft: appends made durable by one flush, the group commit (histogram).
-pub const RAFT_LOG_FLUSH_APPENDS: &str = "cairn_raft_log_flush_appends";
 /// Raft: client writes the leader proposed as one log entry, for batches
 /// of two or more (histogram).
 pub const RAFT_PROPOSAL_BATCH_SIZE: &str = "cairn_raft_proposal_batch_size";
