@@ -214,11 +214,12 @@ impl Wal {
     /// Whether an append starting at `first` needs the deferred purge first
     /// (a snapshot installed past the end of the log).
     fn needs_purge_for(&self, first: u64) -> bool {
-        let next = match self.log.log_state().last() {
-            Some(last) => last.0.index + 1,
-            None => 0,
-        };
-        self.deferred_purge.is_some() && first > next
+        self.deferred_purge.is_some() && first > self.next_index()
+    }
+
+    /// The index the WAL's next entry takes.
+    fn next_index(&self) -> u64 {
+        self.log.log_state().last().map_or(0, |l| l.0.index + 1)
     }
 }
 
@@ -266,7 +267,7 @@ impl LogStore {
                 std::fs::File::open(parent)?.sync_all()?;
             }
         }
-        let log = RaftLog::open(Arc::new(wal_config(dir)?))?;
+        let log = open_wal(dir)?;
         Ok(Self {
             wal: Arc::new(Mutex::new(Wal {
                 log,
@@ -300,35 +301,24 @@ impl LogStore {
     }
 
     /// Queues `records` for the flush worker, which completes `done` once
-    /// they are synced.
+    /// they are synced. An append that needs a deferred purge first (past
+    /// an installed snapshot) waits, bounded, for the state machine to make
+    /// the purge safe; openraft appends there only after the install, which
+    /// is durable when it returns, so this rarely waits. The common append
+    /// takes the lock once.
     async fn write_entries(
         &self,
         records: Vec<(Coded<LogId>, Payload)>,
         done: Flushed,
     ) -> Result<(), StoreError> {
-        if let Some((first, _)) = records.first() {
-            self.make_room(first.0.index).await?;
-        }
-        let mut wal = self.wal()?;
-        wal.log.append(records)?;
-        wal.log.flush(true, Some(done))?;
-        Ok(())
-    }
-
-    /// Before an append starting at `first`: carries out a deferred purge
-    /// that the append needs, waiting (bounded) for the state machine to
-    /// make it safe. openraft appends past an installed snapshot only after
-    /// the install, which is durable when it returns, so this rarely waits.
-    async fn make_room(&self, first: u64) -> Result<(), StoreError> {
+        let first = records.first().map(|(id, _)| id.0.index);
         let deadline = Instant::now() + DEFERRED_PURGE_WAIT;
         loop {
             {
                 let mut wal = self.wal()?;
                 wal.settle(self.durable_applied())?;
-                if !wal.needs_purge_for(first) {
-                    return Ok(());
-                }
-                if Instant::now() >= deadline {
+                let blocked = first.is_some_and(|first| wal.needs_purge_for(first));
+                if blocked && Instant::now() >= deadline {
                     if let Some(upto) = wal.deferred_purge.take() {
                         tracing::warn!(
                             purge = %upto,
@@ -337,6 +327,10 @@ impl LogStore {
                         );
                         wal.purge_now(upto)?;
                     }
+                }
+                if !blocked || Instant::now() >= deadline {
+                    wal.log.append(records)?;
+                    wal.log.flush(true, Some(done))?;
                     return Ok(());
                 }
             }
@@ -345,7 +339,7 @@ impl LogStore {
     }
 }
 
-/// Opens a WAL at `dir` with Cairn's settings (for the migration).
+/// Opens a WAL at `dir` with Cairn's settings.
 pub(crate) fn open_wal(dir: &Path) -> Result<RaftLog<WalTypes>, StoreError> {
     Ok(RaftLog::open(Arc::new(wal_config(dir)?))?)
 }
@@ -474,8 +468,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Synced in the background: the appends that follow a truncation
         // are acknowledged only after a sync that covers it.
         let mut wal = self.wal().map_err(|e| logs_err(ErrorVerb::Delete, e))?;
-        let next = wal.log.log_state().last().map_or(0, |l| l.0.index + 1);
-        if log_id.index >= next {
+        if log_id.index >= wal.next_index() {
             // Nothing at or after it (behind a deferred purge, the WAL may
             // end before openraft's view of the log does).
             return Ok(());
