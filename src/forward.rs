@@ -14,13 +14,12 @@ use cairn_storage::{Command, Fence, Idempotency, Request};
 use tokio::time::Instant;
 
 use crate::node::NodeCore;
+use crate::write_session::Ticket;
 
-/// Least retention of the idempotency keys the edge assigns to its own
-/// writes. Every retry of a write is sent within its request deadline, so
-/// its key must outlive that deadline (and the commit of the last retry)
-/// with a wide margin; it need not outlive it by much more, since every
-/// write leaves one record until then.
-const AUTO_KEY_MIN_RETENTION_MS: u64 = 60 * 1000;
+/// Least time a write session outlives its last write. Every retry of a
+/// write is sent within its request deadline, so the session must outlive
+/// that deadline (and the commit of the last retry) with a wide margin.
+const SESSION_MIN_RETENTION_MS: u64 = 60 * 1000;
 
 /// How fresh a read must be (`?consistency=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,21 +137,30 @@ impl NodeCore {
         }
     }
 
-    /// An idempotency key for a write: the client's, or one of our own so
-    /// that retrying after an ambiguous failure never applies twice (not
-    /// needed for commands that are idempotent by nature).
-    fn idempotency(&self, client_key: Option<String>, command: &Command) -> Option<Idempotency> {
+    /// How a write is kept from applying twice when a retry after an
+    /// ambiguous failure sends it again: by the client's idempotency key,
+    /// or else as a write of this node's session (not needed for commands
+    /// that are idempotent by nature). The ticket keeps it awaited.
+    fn once(
+        &self,
+        client_key: Option<String>,
+        command: Command,
+    ) -> (Option<Idempotency>, Command, Option<Ticket<'_>>) {
         match client_key {
-            Some(key) => Some(Idempotency {
-                key: format!("c/{key}"),
-                retain_ms: self.config.idempotency_retention_ms,
-            }),
-            None if command.is_naturally_idempotent() => None,
-            None => Some(Idempotency {
-                key: format!("a/{}/{}", self.config.id, uuid::Uuid::now_v7()),
-                retain_ms: AUTO_KEY_MIN_RETENTION_MS
-                    .max(self.config.request_timeout_ms.saturating_mul(4)),
-            }),
+            Some(key) => {
+                let idempotency = Idempotency {
+                    key: format!("c/{key}"),
+                    retain_ms: self.config.idempotency_retention_ms,
+                };
+                (Some(idempotency), command, None)
+            }
+            None if command.is_naturally_idempotent() => (None, command, None),
+            None => {
+                let retain_ms =
+                    SESSION_MIN_RETENTION_MS.max(self.config.request_timeout_ms.saturating_mul(4));
+                let (command, ticket) = self.session.begin(command, retain_ms);
+                (None, command, Some(ticket))
+            }
         }
     }
 
@@ -163,9 +171,12 @@ impl NodeCore {
         opts: WriteOptions,
     ) -> Result<WriteOutcome, Unavailable> {
         let deadline = Instant::now() + self.config.request_timeout();
+        // Held until this function returns, whichever way: only then does
+        // this node stop waiting for the write.
+        let (idempotency, command, _ticket) = self.once(opts.idempotency_key, command);
         let req = Request {
             now_ms: leader::wall_clock_ms(),
-            idempotency: self.idempotency(opts.idempotency_key, &command),
+            idempotency,
             fence: opts.fence,
             command,
         };

@@ -35,6 +35,7 @@ pub mod ops;
 pub mod probe;
 pub mod status;
 pub mod telemetry;
+pub mod write_session;
 
 pub use cairn_storage::{ArtifactFields, ArtifactMeta, Fence, KvRecord, LockRecord, Precondition};
 pub use config::NodeConfig;

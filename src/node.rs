@@ -65,6 +65,8 @@ pub struct NodeCore {
     pub writes: Proposer,
     /// Membership changes in progress and the shutdown drain.
     pub ops: crate::admin::Operations,
+    /// The numbering of the writes this node sends for its clients.
+    pub session: crate::write_session::WriteSession,
 }
 
 /// A running Cairn node.
@@ -114,6 +116,7 @@ impl Node {
             ),
             writes: Proposer::new(raft.clone()),
             ops: crate::admin::Operations::default(),
+            session: crate::write_session::WriteSession::new(),
             integrity: crate::integrity::Integrity::default(),
             config,
             raft,

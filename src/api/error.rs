@@ -119,6 +119,8 @@ impl From<ops::Error> for ApiError {
                 Rejection::TokenStale { .. } | Rejection::Fenced { .. } => {
                     ApiError::PreconditionFailed(message)
                 }
+                // Not applied, so the client may safely try again.
+                Rejection::Abandoned { .. } => ApiError::Unavailable(message),
             },
         }
     }

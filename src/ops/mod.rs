@@ -65,6 +65,10 @@ fn describe(r: &Rejection) -> String {
             Some(c) => format!("fence {lock}:{token} is stale: the lock is held with token {c}"),
             None => format!("fence {lock}:{token} is stale: the lock is not held"),
         },
+        Rejection::Abandoned { seq } => format!(
+            "write {seq} of this node's session reached the leader after the node had given up \
+             on it; it was not applied"
+        ),
     }
 }
 

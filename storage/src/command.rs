@@ -211,6 +211,26 @@ pub enum Command {
     /// change in the batch carries the entry's index as its revision; lock
     /// grants still get distinct, increasing tokens.
     Batch(Vec<Request>),
+    /// A write sent by a node on behalf of its clients, numbered in that
+    /// node's session so that its retries apply once (see [`SessionWrite`]).
+    InSession(Box<SessionWrite>),
+}
+
+/// A write numbered in its sending node's session. The first apply of a
+/// `(session, seq)` remembers its outcome, a retry gets that outcome back,
+/// and a copy below `acked_below` (its sender stopped waiting) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionWrite {
+    /// The sender's session: a fresh id each time a node starts.
+    pub session: u128,
+    /// The write's number in the session; retries repeat it.
+    pub seq: u64,
+    /// Every write of the session below this has been answered or given up.
+    pub acked_below: u64,
+    /// How long (replicated ms) the session outlives its last write.
+    pub retain_ms: u64,
+    /// The write itself.
+    pub command: Command,
 }
 
 impl Command {
@@ -219,7 +239,10 @@ impl Command {
     pub fn is_naturally_idempotent(&self) -> bool {
         matches!(
             self,
-            Command::Tick | Command::TrimEvents { .. } | Command::InitCluster { .. }
+            Command::Tick
+                | Command::TrimEvents { .. }
+                | Command::InitCluster { .. }
+                | Command::DigestMarker
         )
     }
 
@@ -241,6 +264,7 @@ impl Command {
             Command::Tick => "tick",
             Command::DigestMarker => "digest_marker",
             Command::Batch(_) => "batch",
+            Command::InSession(w) => w.command.name(),
         }
     }
 
@@ -248,7 +272,11 @@ impl Command {
     /// entry. A digest marker must be an entry of its own (replicas digest
     /// their state right after it), and a batch is not nested.
     pub fn is_batchable(&self) -> bool {
-        !matches!(self, Command::DigestMarker | Command::Batch(_))
+        match self {
+            Command::DigestMarker | Command::Batch(_) => false,
+            Command::InSession(w) => w.command.is_batchable(),
+            _ => true,
+        }
     }
 
     /// Roughly how many bytes the command adds to a log entry: the payload
@@ -261,6 +289,7 @@ impl Command {
                 meta_json.as_ref().map_or(0, String::len)
             }
             Command::Batch(requests) => requests.iter().map(|r| r.command.payload_len()).sum(),
+            Command::InSession(w) => w.command.payload_len(),
             _ => 0,
         }
     }
@@ -298,6 +327,12 @@ pub enum Rejection {
         token: u64,
         /// The token holding the lock now, if any.
         current: Option<u64>,
+    },
+    /// A copy of a session write that arrived after its sender had stopped
+    /// waiting for it (see [`SessionWrite::acked_below`]).
+    Abandoned {
+        /// The write's number in its session.
+        seq: u64,
     },
 }
 

@@ -17,8 +17,10 @@
 //! | `evstat` | [`crate::event::HistoryStats`] |
 //! | `lockseq` | the last lock id issued (fencing token or queue place) |
 //! | `idem/<key>` | idempotency record |
+//! | `sess/<u128 BE session>` | a node's write session: what its sender has been answered, when it was last used |
+//! | `sout/<u128 BE session><u64 BE seq>` | the outcome of one session write, kept until its sender has it |
 //! | `exp/<u64 BE ms><key>` | expiry index of user-visible TTLs and leases: `<key>` is due then; the leader ticks while it is not empty |
-//! | `gc/<u64 BE ms><key>` | housekeeping index (idempotency records), purged by any entry, never ticked for |
+//! | `gc/<u64 BE ms><key>` | housekeeping index (idempotency records, sessions), purged by any entry, never ticked for |
 
 /// Name of the sled tree holding the whole replicated state.
 pub const STATE_TREE: &str = "state";
@@ -40,6 +42,10 @@ pub const BLOB_PREFIX: &[u8] = b"blob/";
 pub const CONVERSATION_PREFIX: &[u8] = b"conv/";
 /// Prefix of idempotency records.
 pub const IDEMPOTENCY_PREFIX: &[u8] = b"idem/";
+/// Prefix of write sessions.
+pub const SESSION_PREFIX: &[u8] = b"sess/";
+/// Prefix of session write outcomes.
+pub const SESSION_OUTCOME_PREFIX: &[u8] = b"sout/";
 /// Prefix of the expiry index.
 pub const EXPIRY_PREFIX: &[u8] = b"exp/";
 /// Prefix of the housekeeping index.
@@ -94,6 +100,23 @@ pub fn conversation(conversation_id: &str, id: &str) -> Vec<u8> {
 /// Key of an idempotency record.
 pub fn idempotency(key: &str) -> Vec<u8> {
     join(IDEMPOTENCY_PREFIX, key.as_bytes())
+}
+
+/// Key of a write session.
+pub fn session(id: u128) -> Vec<u8> {
+    join(SESSION_PREFIX, &id.to_be_bytes())
+}
+
+/// Prefix of one session's outcomes (seqs follow it, big-endian).
+pub fn session_outcome_prefix(id: u128) -> Vec<u8> {
+    join(SESSION_OUTCOME_PREFIX, &id.to_be_bytes())
+}
+
+/// Key of the outcome of write `seq` of session `id`.
+pub fn session_outcome(id: u128, seq: u64) -> Vec<u8> {
+    let mut k = session_outcome_prefix(id);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
 }
 
 /// Key/value entry key.

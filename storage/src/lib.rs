@@ -41,7 +41,8 @@ use std::path::Path;
 
 pub use artifact::{ArtifactMeta, Corrupt, StoredContent};
 pub use command::{
-    ArtifactFields, Command, Fence, Idempotency, KvMeta, Precondition, Rejection, Request, Response,
+    ArtifactFields, Command, Fence, Idempotency, KvMeta, Precondition, Rejection, Request,
+    Response, SessionWrite,
 };
 pub use durable::Durable;
 pub use error::StoreError;

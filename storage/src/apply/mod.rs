@@ -12,12 +12,13 @@ mod artifact;
 mod instance;
 mod kv;
 mod lock;
+mod session;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode};
-use crate::command::{Command, Precondition, Rejection, Request, Response};
+use crate::command::{Command, Fence, Precondition, Rejection, Request, Response};
 use crate::error::StoreError;
 use crate::event::{Event, EventKind, HistoryStats};
 use crate::keys;
@@ -128,9 +129,11 @@ pub fn apply_request(
         }
     }
 
-    let response = match fence_holds(&ctx, req)? {
-        Err(rejection) => Response::Rejected(rejection),
-        Ok(()) => apply_command(&mut ctx, &req.command)?,
+    let response = match &req.command {
+        // The session decides first whether this is a retry, so that a retry
+        // gets the first outcome whatever holds the fence's lock now.
+        Command::InSession(write) => session::apply(&mut ctx, write, req.fence.as_ref())?,
+        command => fenced(&mut ctx, req.fence.as_ref(), command)?,
     };
 
     if let Some(idem) = &req.idempotency {
@@ -145,6 +148,18 @@ pub fn apply_request(
         ctx.store(target, &record)?;
     }
     Ok(response)
+}
+
+/// Applies `command` if `fence` holds, and refuses it otherwise.
+fn fenced(
+    ctx: &mut Ctx<'_, '_>,
+    fence: Option<&Fence>,
+    command: &Command,
+) -> Result<Response, StoreError> {
+    match fence_holds(ctx, fence)? {
+        Err(rejection) => Ok(Response::Rejected(rejection)),
+        Ok(()) => apply_command(ctx, command),
+    }
 }
 
 fn apply_command(ctx: &mut Ctx<'_, '_>, command: &Command) -> Result<Response, StoreError> {
@@ -205,12 +220,16 @@ fn apply_command(ctx: &mut Ctx<'_, '_>, command: &Command) -> Result<Response, S
             .map(|r| apply_request(ctx.view, ctx.index, r))
             .collect::<Result<Vec<_>, _>>()
             .map(Response::Batch),
+        Command::InSession(write) => session::apply(ctx, write, None),
     }
 }
 
 /// Checks `X-Cairn-Fence`: the lock must be held with exactly that token now.
-fn fence_holds(ctx: &Ctx<'_, '_>, req: &Request) -> Result<Result<(), Rejection>, StoreError> {
-    let Some(fence) = &req.fence else {
+fn fence_holds(
+    ctx: &Ctx<'_, '_>,
+    fence: Option<&Fence>,
+) -> Result<Result<(), Rejection>, StoreError> {
+    let Some(fence) = fence else {
         return Ok(Ok(()));
     };
     let current = lock::holder(ctx, &fence.lock)?.map(|l| l.token);
@@ -243,8 +262,8 @@ pub fn read_clock(view: &Overlay<'_>) -> Result<u64, StoreError> {
     }
 }
 
-/// Drops the oldest housekeeping records (idempotency outcomes) whose time
-/// has come, at most [`GC_PER_REQUEST`] of them.
+/// Drops the oldest housekeeping records (idempotency outcomes, idle
+/// sessions) whose time has come, at most [`GC_PER_REQUEST`] of them.
 fn collect_garbage(ctx: &mut Ctx<'_, '_>) -> Result<(), StoreError> {
     let end = keys::due_end(keys::GC_PREFIX, ctx.now);
     let due = ctx
@@ -254,14 +273,19 @@ fn collect_garbage(ctx: &mut Ctx<'_, '_>) -> Result<(), StoreError> {
         .map(|item| item.map(|(key, _)| key))
         .collect::<Result<Vec<_>, _>>()?;
     for index_key in due {
-        if let Some((at_ms, target)) = keys::parse_timed(keys::GC_PREFIX, &index_key) {
+        ctx.view.delete(index_key.clone());
+        let Some((at_ms, target)) = keys::parse_timed(keys::GC_PREFIX, &index_key) else {
+            continue;
+        };
+        if target.starts_with(keys::SESSION_PREFIX) {
+            session::collect(ctx, target)?;
+        } else {
             // A key reused since is remembered anew under a later time.
             let current = ctx.load::<IdempotencyRecord>(&target)?;
             if current.is_some_and(|r| r.expires_ms <= at_ms) {
                 ctx.view.delete(target);
             }
         }
-        ctx.view.delete(index_key);
     }
     Ok(())
 }

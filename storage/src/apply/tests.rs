@@ -759,3 +759,140 @@ fn leases_expiring_in_one_entry_hand_their_locks_over_with_distinct_tokens() {
     );
     assert!(a.token >= 5 && b.token >= 5);
 }
+
+fn in_session(session: u128, seq: u64, acked_below: u64, command: Command) -> Command {
+    Command::InSession(Box::new(crate::command::SessionWrite {
+        session,
+        seq,
+        acked_below,
+        retain_ms: 1000,
+        command,
+    }))
+}
+
+fn kv_version(r: &Response) -> u64 {
+    match r {
+        Response::Kv(meta) => meta.version,
+        other => panic!("expected a kv answer, got {other:?}"),
+    }
+}
+
+fn count(t: &sled::Tree, prefix: &[u8]) -> usize {
+    t.scan_prefix(prefix).count()
+}
+
+#[test]
+fn a_session_retry_gets_the_first_outcome_even_once_its_fence_is_gone() {
+    let t = tree();
+    let put = |seq: u64| in_session(7, seq, 0, kv_put("k", "v", None, Precondition::None));
+    let grant = run(&t, &[(1, Request::new(0, acquire("L", "a", 10_000, 0)))]);
+    let fence = Fence {
+        lock: "L".into(),
+        token: lock(&grant[0]).token,
+    };
+    let fenced = |seq: u64| Request {
+        fence: Some(fence.clone()),
+        ..Request::new(10, put(seq))
+    };
+    let rs = run(
+        &t,
+        &[
+            (2, fenced(0)),
+            (
+                3,
+                Request::new(
+                    10,
+                    Command::LockRelease {
+                        name: "L".into(),
+                        token: fence.token,
+                    },
+                ),
+            ),
+            // The retry of write 0 after a leader change, and a new write.
+            (4, fenced(0)),
+            (5, fenced(1)),
+            (6, Request::new(10, put(2))),
+        ],
+    );
+    assert_eq!(rs[0], rs[2], "the retry gets the first outcome");
+    assert_eq!(kv_version(&rs[2]), 1, "and the put applied once");
+    assert!(matches!(
+        rs[3],
+        Response::Rejected(Rejection::Fenced { .. })
+    ));
+    assert_eq!(kv_version(&rs[4]), 2);
+    assert_eq!(count(&t, keys::SESSION_OUTCOME_PREFIX), 3);
+}
+
+#[test]
+fn outcomes_below_acked_are_dropped_and_a_late_copy_is_refused() {
+    let t = tree();
+    let put = |seq: u64, acked: u64| {
+        Request::new(
+            10,
+            in_session(7, seq, acked, kv_put("k", "v", None, Precondition::None)),
+        )
+    };
+    let rs = run(&t, &[(1, put(0, 0)), (2, put(1, 0)), (3, put(2, 2))]);
+    assert_eq!(rs.iter().map(kv_version).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        count(&t, keys::SESSION_OUTCOME_PREFIX),
+        1,
+        "only write 2's is kept"
+    );
+    // A copy of write 1 that was stuck while its sender gave up on it.
+    let late = run(&t, &[(4, put(1, 0))]);
+    assert_eq!(late[0], Response::Rejected(Rejection::Abandoned { seq: 1 }));
+    let stored: KvRecord = decode(&t.get(keys::kv("k")).unwrap().unwrap()).unwrap();
+    assert_eq!(stored.version, 3, "the late copy changed nothing");
+    // Another session's numbers are its own.
+    let other = run(
+        &t,
+        &[(5, Request::new(10, in_session(8, 1, 0, Command::Tick)))],
+    );
+    assert_eq!(other[0], Response::Noop);
+}
+
+#[test]
+fn a_session_is_kept_while_it_writes_and_dropped_once_idle_for_its_retention() {
+    let t = tree();
+    let write = |seq: u64, now: u64| {
+        Request::new(
+            now,
+            in_session(7, seq, 0, kv_put("k", "v", None, Precondition::None)),
+        )
+    };
+    // Retention is 1000 ms: its first housekeeping falls due at 1100.
+    run(
+        &t,
+        &[(1, write(0, 100)), (2, write(1, 900)), (3, tick(1200))],
+    );
+    assert_eq!(count(&t, keys::SESSION_PREFIX), 1, "used at 900: kept");
+    assert_eq!(count(&t, keys::SESSION_OUTCOME_PREFIX), 2);
+    assert_eq!(count(&t, keys::GC_PREFIX), 1, "looked at again at 1900");
+    run(&t, &[(4, tick(1899))]);
+    assert_eq!(count(&t, keys::SESSION_PREFIX), 1);
+    run(&t, &[(5, tick(1900))]);
+    assert_eq!(count(&t, keys::SESSION_PREFIX), 0);
+    assert_eq!(count(&t, keys::SESSION_OUTCOME_PREFIX), 0);
+    assert_eq!(count(&t, keys::GC_PREFIX), 0);
+}
+
+#[test]
+fn a_long_awaited_write_frees_the_outcomes_behind_it_a_bounded_number_per_write() {
+    let t = tree();
+    let n = GC_PER_REQUEST as u64 * 2 + 10;
+    let write = |seq: u64, acked: u64| Request::new(10, in_session(7, seq, acked, Command::Tick));
+    // Write 0 is awaited all along, so nothing behind it may be dropped.
+    let entries: Vec<(u64, Request)> = (0..n).map(|seq| (seq + 1, write(seq, 0))).collect();
+    run(&t, &entries);
+    assert_eq!(count(&t, keys::SESSION_OUTCOME_PREFIX) as u64, n);
+    // Its answer frees all n, but each write drops at most GC_PER_REQUEST.
+    let mut left = Vec::new();
+    for i in 0..3 {
+        run(&t, &[(n + 1 + i, write(n + i, n))]);
+        left.push(count(&t, keys::SESSION_OUTCOME_PREFIX) as u64);
+    }
+    let per = GC_PER_REQUEST as u64;
+    assert_eq!(left, [n + 1 - per, n + 2 - 2 * per, 3]);
+}
