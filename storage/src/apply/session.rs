@@ -57,9 +57,11 @@ pub(super) fn apply(
             let retain_ms = write.retain_ms.min(MAX_IDEMPOTENCY_RETENTION_MS);
             let expires_ms = ctx.now.saturating_add(retain_ms);
             ctx.view.put(keys::gc(expires_ms, &key), Vec::new());
+            // Nothing of this session is stored yet (or any longer, once
+            // its housekeeping dropped it), so there is nothing to drop.
             SessionRecord {
-                acked_below: 0,
-                dropped_below: 0,
+                acked_below: write.acked_below,
+                dropped_below: write.acked_below,
                 last_ms: ctx.now,
                 retain_ms,
             }
@@ -90,9 +92,9 @@ pub(super) fn apply(
     Ok(response)
 }
 
-/// The housekeeping of session `key` fell due at `at_ms`: drops the session
-/// and its outcomes if it has been idle for its retention, or looks again
-/// when it will have been.
+/// The housekeeping of session `key` fell due: drops the session and its
+/// outcomes if it has been idle for its retention, or looks again when it
+/// will have been.
 pub(super) fn collect(ctx: &mut Ctx<'_, '_>, key: Vec<u8>) -> Result<(), StoreError> {
     let Some(record) = ctx.load::<SessionRecord>(&key)? else {
         return Ok(());
