@@ -107,6 +107,12 @@ pub fn session(id: u128) -> Vec<u8> {
     join(SESSION_PREFIX, &id.to_be_bytes())
 }
 
+/// The session id of a session key (the inverse of [`session`]).
+pub fn parse_session(key: &[u8]) -> Option<u128> {
+    let id = key.strip_prefix(SESSION_PREFIX)?;
+    Some(u128::from_be_bytes(id.try_into().ok()?))
+}
+
 /// Prefix of one session's outcomes (seqs follow it, big-endian).
 pub fn session_outcome_prefix(id: u128) -> Vec<u8> {
     join(SESSION_OUTCOME_PREFIX, &id.to_be_bytes())
@@ -231,6 +237,14 @@ mod tests {
         assert!(b < expiry_due_end(300));
         assert!(expiry_due_end(299) <= b);
         assert_eq!(parse_expiry(&b), Some((300, &b"idem/a"[..])));
+    }
+
+    #[test]
+    fn session_keys_parse_back_to_their_id() {
+        let id = u128::MAX - 7;
+        assert_eq!(parse_session(&session(id)), Some(id));
+        assert_eq!(parse_session(b"sess/short"), None);
+        assert_eq!(parse_session(&kv("x")), None);
     }
 
     #[test]

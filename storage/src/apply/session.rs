@@ -51,10 +51,10 @@ pub(super) fn apply(
     fence: Option<&Fence>,
 ) -> Result<Response, StoreError> {
     let key = keys::session(write.session);
+    let retain_ms = write.retain_ms.min(MAX_IDEMPOTENCY_RETENTION_MS);
     let mut record = match ctx.load::<SessionRecord>(&key)? {
         Some(record) => record,
         None => {
-            let retain_ms = write.retain_ms.min(MAX_IDEMPOTENCY_RETENTION_MS);
             let expires_ms = ctx.now.saturating_add(retain_ms);
             ctx.view.put(keys::gc(expires_ms, &key), Vec::new());
             // Nothing of this session is stored yet (or any longer, once
@@ -87,7 +87,7 @@ pub(super) fn apply(
         response
     };
     record.last_ms = ctx.now;
-    record.retain_ms = write.retain_ms.min(MAX_IDEMPOTENCY_RETENTION_MS);
+    record.retain_ms = retain_ms;
     ctx.store(key, &record)?;
     Ok(response)
 }
@@ -104,21 +104,12 @@ pub(super) fn collect(ctx: &mut Ctx<'_, '_>, key: Vec<u8>) -> Result<(), StoreEr
             .put(keys::gc(record.expires_ms(), &key), Vec::new());
         return Ok(());
     }
-    let Some(id) = key
-        .strip_prefix(keys::SESSION_PREFIX)
-        .and_then(|id| <[u8; 16]>::try_from(id).ok())
-        .map(u128::from_be_bytes)
-    else {
+    let Some(id) = keys::parse_session(&key) else {
         return Ok(());
     };
     let start = keys::session_outcome(id, record.dropped_below);
     let end = keys::prefix_end(&keys::session_outcome_prefix(id)).unwrap_or_default();
-    let left = ctx
-        .view
-        .scan(&start, &end)
-        .map(|item| item.map(|(key, _)| key))
-        .collect::<Result<Vec<_>, _>>()?;
-    for outcome in left {
+    for (outcome, _) in ctx.view.range(&start, &end)? {
         ctx.view.delete(outcome);
     }
     ctx.view.delete(key);
