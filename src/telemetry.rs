@@ -1,6 +1,8 @@
 //! Metrics: the process-wide Prometheus recorder, the HTTP layer that times
 //! every request by its matched route, and the samplers that turn Raft and
-//! storage state into gauges. The names are in [`cairn_storage::telemetry`].
+//! storage state into gauges. The names are in [`cairn_storage::telemetry`],
+//! except the standard `process_*` family (resident memory, CPU, open files,
+//! threads), which keeps the names every Prometheus exporter gives it.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -65,6 +67,7 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             match metrics::set_global_recorder(recorder) {
                 Ok(()) => {
                     describe();
+                    metrics_process::Collector::default().describe();
                     Some(handle)
                 }
                 Err(_) => {
@@ -262,6 +265,7 @@ pub async fn sample(core: Arc<NodeCore>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(RAFT_SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_storage: Option<Instant> = None;
+    let process = metrics_process::Collector::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -282,6 +286,10 @@ pub async fn sample(core: Arc<NodeCore>, stop: CancellationToken) {
             }
         }
         if let Some(h) = install() {
+            // Only into Cairn's own recorder: a host that brought its own
+            // recorder reports its process as it sees fit, and two
+            // collectors of the same `process_*` names would clash.
+            process.collect();
             // Drains histogram samples into their buckets.
             h.run_upkeep();
         }

@@ -569,6 +569,10 @@ async fn every_metric_family_appears_after_a_short_load() {
         "cairn_health_score 100",
         "cairn_locks_held ",
         "cairn_watch_subscribers 1",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_threads ",
     ];
     let m = eventually(
         "every family on the leader (storage gauges refresh every 10 s)",
@@ -582,6 +586,26 @@ async fn every_metric_family_appears_after_a_short_load() {
         },
     )
     .await;
+    // The process family describes this node's own process: its resident
+    // memory is what the kernel reports for it (within what one second of
+    // sampling can move), not the test runner's or a neighbour's.
+    let reported = sample(&m, "process_resident_memory_bytes").unwrap();
+    let status = std::fs::read_to_string(format!(
+        "/proc/{}/status",
+        c.node(leader).pid().expect("leader runs")
+    ))
+    .unwrap();
+    let kernel_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc status");
+    let kernel = kernel_kib * 1024.0;
+    assert!(
+        reported > kernel / 2.0 && reported < kernel * 2.0,
+        "process_resident_memory_bytes {reported} vs VmRSS {kernel}"
+    );
     for counter in [
         "cairn_lock_acquisitions_total",
         "cairn_lock_fenced_rejections_total",

@@ -104,6 +104,7 @@ wait_for "all three nodes scraped" 60 value_is 'sum(up{job="cairn"})' 3
 wait_for "exactly one leader in the scraped metrics" 30 value_is 'sum(cairn_raft_is_leader{job="cairn"})' 1
 for i in 1 2 3; do curl -sf -XPUT "http://127.0.0.1:${API[1]}/v1/artifacts/ci-$i" -d '{"content":"scraped"}' >/dev/null; done
 wait_for "request histograms scraped" 30 value_is 'count(cairn_http_request_duration_seconds_bucket{route="/v1/artifacts/{id}",le="+Inf"}) > 0' 1
+wait_for "every node's resident memory scraped" 30 value_is 'count(process_resident_memory_bytes{job="cairn"} > 0)' 3
 alert_state() { query 'ALERTS{alertname="CairnNodeDown"}' | grep -q "\"alertstate\":\"$1\""; }
 alert_state pending && fail "CairnNodeDown raised while every node is up"
 kill "${NODEPID[3]}"; wait "${NODEPID[3]}" 2>/dev/null || true

@@ -76,10 +76,12 @@ impl Store {
         Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
     }
 
-    /// Opens (or creates) the storage under `dir`, keeping at most
+    /// Opens (or creates) the storage under `dir`, keeping about
     /// `cache_bytes` of pages in memory. sled's own default (1 GiB) would let
     /// an embedded node grow far past its host's expectations; reads beyond
-    /// the cache come from the OS page cache.
+    /// the cache come from the OS page cache. sled counts a value it keeps in
+    /// a blob file (large artifact content) at the size of its pointer, so
+    /// such content stays resident past this budget.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let db_dir = dir.join("db");

@@ -86,6 +86,11 @@ impl TestNode {
         self.child.is_some()
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts the process (again), appending to its log.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "node {} already running", self.id);
