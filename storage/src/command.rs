@@ -279,6 +279,17 @@ impl Command {
         }
     }
 
+    /// Whether applying the command reads or writes artifact content files
+    /// (a put writes one and syncs it; a digest marker reads them all).
+    pub fn touches_content_files(&self) -> bool {
+        match self {
+            Command::PutArtifact { .. } | Command::DigestMarker => true,
+            Command::Batch(requests) => requests.iter().any(|r| r.command.touches_content_files()),
+            Command::InSession(w) => w.command.touches_content_files(),
+            _ => false,
+        }
+    }
+
     /// Roughly how many bytes the command adds to a log entry: the payload
     /// it carries, which is what bounds a batch's size.
     pub fn payload_len(&self) -> usize {

@@ -16,7 +16,7 @@ use crate::artifact::{ArtifactMeta, StoredContent};
 use crate::codec::{decode, encode};
 use crate::error::StoreError;
 use crate::keys;
-use crate::state_machine::{Shared, StateReader};
+use crate::state_machine::{RecordSink, Shared, StateReader};
 
 /// Name of the sled tree holding this replica's digest records.
 pub const DIGEST_TREE: &str = "local/digests";
@@ -81,7 +81,7 @@ pub enum RepairOutcome {
 /// Called by the state machine, under the apply gate, right after the
 /// marker at `index` is committed to the tree.
 pub(crate) fn record_digest(shared: &Shared, index: u64) -> Result<(), StoreError> {
-    let record = digest_tree(&shared.state, index)?;
+    let record = digest_records(index, |f| shared.for_each_replicated_record(f))?;
     shared
         .digests
         .insert(index.to_be_bytes(), encode(&record)?)?;
@@ -95,22 +95,23 @@ pub(crate) fn record_digest(shared: &Shared, index: u64) -> Result<(), StoreErro
     Ok(())
 }
 
-/// SHA-256 over every key and value of `state` outside `sys/` (what a
-/// snapshot carries), each length-prefixed so the encoding is unambiguous.
-fn digest_tree(state: &sled::Tree, index: u64) -> Result<DigestRecord, StoreError> {
+/// SHA-256 over every record `records` hands out (what a snapshot
+/// carries, content included), each length-prefixed so the encoding is
+/// unambiguous.
+fn digest_records(
+    index: u64,
+    records: impl FnOnce(&mut RecordSink<'_>) -> Result<(), StoreError>,
+) -> Result<DigestRecord, StoreError> {
     let mut hasher = Sha256::new();
     let mut count = 0u64;
-    for item in state.iter() {
-        let (k, v) = item?;
-        if k.starts_with(keys::SYS_PREFIX) {
-            continue;
-        }
+    records(&mut |k, v| {
         hasher.update((k.len() as u64).to_be_bytes());
-        hasher.update(&k);
+        hasher.update(k);
         hasher.update((v.len() as u64).to_be_bytes());
-        hasher.update(&v);
+        hasher.update(v);
         count += 1;
-    }
+        Ok(())
+    })?;
     Ok(DigestRecord {
         index,
         digest: hex::encode(hasher.finalize()),
@@ -164,13 +165,12 @@ impl StateReader {
     /// again as a consistent pair, so a concurrent update is not reported.
     pub fn scrub(&self) -> Result<ScrubReport, StoreError> {
         let mut report = ScrubReport::default();
-        for item in self.shared.state.scan_prefix(keys::BLOB_PREFIX) {
-            let (k, v) = item?;
+        for item in self.shared.state.scan_prefix(keys::ARTIFACT_PREFIX) {
+            let meta: ArtifactMeta = decode(&item?.1)?;
             report.checked += 1;
-            let id = String::from_utf8_lossy(&k[keys::BLOB_PREFIX.len()..]).into_owned();
-            let meta = self.artifact(&id)?;
-            if verify(meta.as_ref(), &v).is_some() {
-                if let Some(found) = self.verify_content(&id)? {
+            let (content, _) = self.shared.content.read(&meta)?;
+            if verify(Some(&meta), &encode(&content)?).is_some() {
+                if let Some(found) = self.verify_content(&meta.id)? {
                     report.corrupt.push(found);
                 }
             }
@@ -208,8 +208,11 @@ impl StateReader {
         if copy.open().is_err() || copy.checksum != meta.checksum || copy.size != meta.size {
             return Ok(RepairOutcome::Mismatch);
         }
-        self.shared.state.insert(keys::blob(id), encode(copy)?)?;
-        self.shared.durable.flush_async().await?;
+        let (content, meta) = (copy.bytes.clone(), meta.clone());
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.content.replace(&meta, &content))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
         Ok(RepairOutcome::Repaired)
     }
 
@@ -218,18 +221,15 @@ impl StateReader {
     /// repair. Returns false when there is no such content.
     pub async fn damage_content_for_tests(&self, id: &str) -> Result<bool, StoreError> {
         let _gate = self.shared.gate.lock().await;
-        let Some(blob) = self.shared.state.get(keys::blob(id))? else {
+        let Some(meta) = self.artifact(id)? else {
             return Ok(false);
         };
-        let mut content: StoredContent = decode(&blob)?;
+        let (mut content, _) = self.shared.content.read(&meta)?;
         match content.bytes.last_mut() {
             Some(b) => *b ^= 0x01,
-            None => content.size += 1,
+            None => content.bytes.push(0),
         }
-        self.shared
-            .state
-            .insert(keys::blob(id), encode(&content)?)?;
-        self.shared.durable.flush_async().await?;
+        self.shared.content.replace(&meta, &content.bytes)?;
         Ok(true)
     }
 
@@ -252,35 +252,30 @@ impl StateReader {
 mod tests {
     use super::*;
 
-    fn tree() -> sled::Tree {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        db.open_tree("state").unwrap()
+    fn digest(records: &[(&[u8], &[u8])]) -> DigestRecord {
+        digest_records(1, |f| {
+            for (k, v) in records {
+                f(k, v)?;
+            }
+            Ok(())
+        })
+        .unwrap()
     }
 
     #[test]
-    fn digest_ignores_sys_keys_and_changes_with_any_value() {
-        let (a, b) = (tree(), tree());
-        for t in [&a, &b] {
-            t.insert(b"art/x", b"1".to_vec()).unwrap();
-            t.insert(b"blob/x", b"content".to_vec()).unwrap();
-        }
-        a.insert(keys::APPLIED, b"5".to_vec()).unwrap();
-        b.insert(keys::APPLIED, b"6".to_vec()).unwrap();
-        let (da, db) = (digest_tree(&a, 1).unwrap(), digest_tree(&b, 1).unwrap());
-        assert_eq!(da, db);
-        assert_eq!(da.keys, 2);
-        b.insert(b"blob/x", b"contenu".to_vec()).unwrap();
-        assert_ne!(digest_tree(&b, 1).unwrap().digest, da.digest);
+    fn digest_counts_records_and_changes_with_any_value() {
+        let a = digest(&[(b"art/x", b"1"), (b"blob/x", b"content")]);
+        assert_eq!(a, digest(&[(b"art/x", b"1"), (b"blob/x", b"content")]));
+        assert_eq!(a.keys, 2);
+        let b = digest(&[(b"art/x", b"1"), (b"blob/x", b"contenu")]);
+        assert_ne!(a.digest, b.digest);
     }
 
     #[test]
     fn length_prefixes_keep_key_value_boundaries_apart() {
-        let (a, b) = (tree(), tree());
-        a.insert(b"ab", b"c".to_vec()).unwrap();
-        b.insert(b"a", b"bc".to_vec()).unwrap();
         assert_ne!(
-            digest_tree(&a, 1).unwrap().digest,
-            digest_tree(&b, 1).unwrap().digest
+            digest(&[(b"ab", b"c")]).digest,
+            digest(&[(b"a", b"bc")]).digest
         );
     }
 

@@ -7,7 +7,7 @@
 //! | `clock` | the replicated clock (ms) |
 //! | `cluster_id` | the cluster's id, set once at bootstrap |
 //! | `art/<id>` | [`crate::ArtifactMeta`] |
-//! | `blob/<id>` | [`crate::StoredContent`] |
+//! | `blob/<id>` | [`crate::StoredContent`]: only in snapshots and digests; the state keeps content in files ([`crate::content`]) |
 //! | `conv/<conversation>/<id>` | empty: the conversation index of artifacts |
 //! | `kv/<key>` | [`crate::records::KvRecord`] |
 //! | `lock/<name>` | [`crate::records::LockRecord`] (held locks only) |
@@ -36,7 +36,8 @@ pub const CLOCK: &[u8] = b"clock";
 pub const CLUSTER_ID: &[u8] = b"cluster_id";
 /// Prefix of artifact metadata.
 pub const ARTIFACT_PREFIX: &[u8] = b"art/";
-/// Prefix of artifact content.
+/// Prefix of artifact content records in snapshots and digests (and in
+/// stores from before content moved into files).
 pub const BLOB_PREFIX: &[u8] = b"blob/";
 /// Prefix of the conversation index.
 pub const CONVERSATION_PREFIX: &[u8] = b"conv/";

@@ -4,7 +4,8 @@
 //! This crate holds the Raft log store and the state machine that openraft
 //! drives, the replicated command model and its deterministic apply, the
 //! snapshot file format, re-installing a diverged replica from a healthy
-//! member's image, artifact content (compression and checksums), and the
+//! member's image, artifact content (compression, checksums, one file per
+//! version), and the
 //! one codec that owns every byte on disk and between peers.
 //!
 //! It does not talk to the network or decide anything about Raft: it stores
@@ -22,6 +23,7 @@ pub mod apply;
 pub mod artifact;
 pub mod codec;
 pub mod command;
+pub mod content;
 pub mod durable;
 pub mod error;
 pub mod event;
@@ -79,9 +81,8 @@ impl Store {
     /// Opens (or creates) the storage under `dir`, keeping about
     /// `cache_bytes` of pages in memory. sled's own default (1 GiB) would let
     /// an embedded node grow far past its host's expectations; reads beyond
-    /// the cache come from the OS page cache. sled counts a value it keeps in
-    /// a blob file (large artifact content) at the size of its pointer, so
-    /// such content stays resident past this budget.
+    /// the cache come from the OS page cache. Artifact content is kept in
+    /// files of its own ([`content`]) and is not part of this budget.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let db_dir = dir.join("db");
@@ -93,7 +94,11 @@ impl Store {
             .flush_every_ms(None)
             .open()?;
         let durable = Durable::new(db.clone(), &db_dir)?;
-        let state_machine = StateMachine::open(durable.clone(), &dir.join("snapshots"))?;
+        let state_machine = StateMachine::open(
+            durable.clone(),
+            &dir.join("snapshots"),
+            &dir.join(content::CONTENT_DIR),
+        )?;
         Ok(Self {
             log: LogStore::open(
                 &dir.join(log_store::LOG_DIR),

@@ -97,6 +97,22 @@ fn blocking_failed(e: tokio::task::JoinError) -> StoreError {
     StoreError::Io(std::io::Error::other(e))
 }
 
+/// Applies `entries` (the caller holds the gate): on this task, or on a
+/// blocking thread when they touch content files, whose writes and fsyncs
+/// must not hold a runtime worker that heartbeats and votes also need.
+async fn apply_now(shared: &Arc<Shared>, entries: Vec<Entry>) -> Result<Vec<Response>, StoreError> {
+    let touches_files = entries.iter().any(|e| {
+        matches!(&e.payload, openraft::EntryPayload::Normal(r) if r.command.touches_content_files())
+    });
+    if !touches_files {
+        return shared.apply_entries(entries);
+    }
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || shared.apply_entries(entries))
+        .await
+        .map_err(blocking_failed)?
+}
+
 /// Applies `entries` (the caller holds the gate), installing a pending image
 /// right after the entry at its index is committed.
 pub(crate) async fn apply_entries(
@@ -115,7 +131,7 @@ pub(crate) async fn apply_entries(
         }
     };
     let Some(image) = pending else {
-        return shared.apply_entries(entries);
+        return apply_now(shared, entries).await;
     };
     let h = image.index();
     if h < first {
@@ -125,10 +141,10 @@ pub(crate) async fn apply_entries(
         let _ = image.done.send(Err(StoreError::Snapshot(format!(
             "apply passed index {h} before the image was installed"
         ))));
-        return shared.apply_entries(entries);
+        return apply_now(shared, entries).await;
     }
     let tail = entries.split_off((h - first + 1) as usize);
-    let mut responses = shared.apply_entries(entries)?;
+    let mut responses = apply_now(shared, entries).await?;
     let installed = install_at_applied(shared, image.meta, image.path).await;
     if let Err(e) = &installed {
         // The replica keeps its own state at `h`, which openraft agrees
@@ -136,7 +152,7 @@ pub(crate) async fn apply_entries(
         tracing::error!(index = h, error = %e, "could not install the state image");
     }
     let _ = image.done.send(installed);
-    responses.extend(shared.apply_entries(tail)?);
+    responses.extend(apply_now(shared, tail).await?);
     Ok(responses)
 }
 
@@ -310,7 +326,12 @@ mod tests {
         let path = dir.path().join("db");
         let db = sled::Config::new().path(&path).open().unwrap();
         let durable = crate::Durable::new(db, &path).unwrap();
-        let sm = StateMachine::open(durable, &dir.path().join("snapshots")).unwrap();
+        let sm = StateMachine::open(
+            durable,
+            &dir.path().join("snapshots"),
+            &dir.path().join("content"),
+        )
+        .unwrap();
         (dir, sm)
     }
 

@@ -1,6 +1,8 @@
 //! The Raft state machine on sled: applies committed entries through
 //! [`crate::apply`], builds and installs snapshots, and serves local reads.
+//! Artifact content lives in files beside the tree ([`crate::content`]).
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +14,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snaps
 use crate::apply::{apply_request, read_clock};
 use crate::artifact::{ArtifactMeta, StoredContent};
 use crate::codec::{decode, encode};
+use crate::content::{file_name, ContentDir};
 use crate::error::{raft_io_error, StoreError};
 use crate::event::{Event, HistoryStats};
 use crate::records::{InstanceRecord, KvRecord, LockRecord};
@@ -24,6 +27,8 @@ use crate::{keys, Response};
 pub(crate) struct Shared {
     pub(crate) durable: crate::durable::Durable,
     pub(crate) state: sled::Tree,
+    /// Artifact content, one file per version.
+    pub(crate) content: ContentDir,
     /// This replica's own digests at consistency markers: local, never
     /// replicated and never in a snapshot (see [`crate::integrity`]).
     pub(crate) digests: sled::Tree,
@@ -45,6 +50,9 @@ pub(crate) struct Shared {
     /// Tells live watchers (and lock waiters) what each batch changed.
     notices: tokio::sync::broadcast::Sender<Notice>,
 }
+
+/// Takes one replicated record (key, value) at a time, in key order.
+pub(crate) type RecordSink<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
 
 /// What the state machine tells live subscribers after committing.
 #[derive(Debug, Clone)]
@@ -90,15 +98,21 @@ fn snapshot_path(dir: &Path, meta: &SnapshotMeta) -> PathBuf {
 
 impl StateMachine {
     /// Opens the state machine in `durable`'s database, with snapshots kept
-    /// in `snapshot_dir`.
-    pub fn open(durable: crate::durable::Durable, snapshot_dir: &Path) -> Result<Self, StoreError> {
+    /// in `snapshot_dir` and artifact content in `content_dir`.
+    pub fn open(
+        durable: crate::durable::Durable,
+        snapshot_dir: &Path,
+        content_dir: &Path,
+    ) -> Result<Self, StoreError> {
         fs::create_dir_all(snapshot_dir)?;
         let state = durable.db().open_tree(keys::STATE_TREE)?;
+        let content = ContentDir::open(content_dir)?;
         let digests = durable.db().open_tree(crate::integrity::DIGEST_TREE)?;
         let current = newest_snapshot(snapshot_dir)?;
         let shared = Arc::new(Shared {
             durable,
             state,
+            content,
             digests,
             snapshot_dir: snapshot_dir.to_path_buf(),
             gate: tokio::sync::Mutex::new(()),
@@ -113,9 +127,14 @@ impl StateMachine {
         shared
             .applied
             .store(applied.map_or(0, |l| l.index), Ordering::Release);
+        shared.move_content_out_of_the_tree()?;
         // What sled recovered may sit only in the OS's cache after a crash
         // of the process: make it durable before the log may be purged.
         shared.flush_durably()?;
+        let removed = shared.content.sweep(&shared.named_content_files()?)?;
+        if removed > 0 {
+            tracing::info!(removed, "removed content files no state names");
+        }
         spawn_state_flusher(Arc::downgrade(&shared));
         Ok(Self { shared })
     }
@@ -195,6 +214,90 @@ impl Shared {
         let applied = self.applied.load(Ordering::Acquire);
         self.durable.flush()?;
         self.durable_applied.fetch_max(applied, Ordering::AcqRel);
+        self.content.delete_retired(applied)
+    }
+
+    /// Applies one overlay: its content files first, then its batch, then
+    /// retires the files it dropped. Returns the events it recorded.
+    fn commit(&self, view: Overlay<'_>, index: u64) -> Result<Vec<Event>, StoreError> {
+        let (batch, events, content) = view.into_batch();
+        self.content.write(&content.written)?;
+        self.state.apply_batch(batch)?;
+        self.content.retire(index, content.dropped);
+        Ok(events)
+    }
+
+    /// The file names of every artifact version the tree holds.
+    fn named_content_files(&self) -> Result<HashSet<String>, StoreError> {
+        let mut named = HashSet::new();
+        for item in self.state.scan_prefix(keys::ARTIFACT_PREFIX) {
+            named.insert(file_name(&decode::<ArtifactMeta>(&item?.1)?));
+        }
+        Ok(named)
+    }
+
+    /// Stores that kept content in the tree (`blob/<id>` records) get it
+    /// moved into files, once, when they open. Each replica does this to
+    /// its own state; the names follow from the metadata, so replicas
+    /// agree whatever index each one stood at.
+    fn move_content_out_of_the_tree(&self) -> Result<(), StoreError> {
+        let mut moved = 0u64;
+        let mut batch = sled::Batch::default();
+        for item in self.state.scan_prefix(keys::BLOB_PREFIX) {
+            let (key, value) = item?;
+            let id = String::from_utf8_lossy(&key[keys::BLOB_PREFIX.len()..]).into_owned();
+            if let Some(meta) = self.state.get(keys::artifact(&id))? {
+                let meta: ArtifactMeta = decode(&meta)?;
+                let content: StoredContent = decode(&value)?;
+                self.content
+                    .write_unsynced(&file_name(&meta), &content.bytes)?;
+                moved += 1;
+            }
+            batch.remove(key);
+        }
+        if moved > 0 {
+            // The files are durable before the records' removal can be.
+            self.durable.flush()?;
+            self.state.apply_batch(batch)?;
+            self.durable.flush()?;
+            tracing::info!(
+                moved,
+                "moved artifact content from the state tree into files"
+            );
+        }
+        Ok(())
+    }
+
+    /// Hands every replicated record to `f` in key order, as snapshots and
+    /// digests carry them: the tree outside `sys/`, with each artifact's
+    /// content as a `blob/<id>` record of its [`StoredContent`], read from
+    /// its file, where that key sorts. The caller holds the gate.
+    pub(crate) fn for_each_replicated_record(
+        &self,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut contents_done = false;
+        let contents = |f: &mut RecordSink<'_>| {
+            for item in self.state.scan_prefix(keys::ARTIFACT_PREFIX) {
+                let meta: ArtifactMeta = decode(&item?.1)?;
+                let (content, _) = self.content.read(&meta)?;
+                f(&keys::blob(&meta.id), &encode(&content)?)?;
+            }
+            Ok::<(), StoreError>(())
+        };
+        for item in self.state.iter() {
+            let (k, v) = item?;
+            if !contents_done && k.as_ref() > keys::BLOB_PREFIX {
+                contents(&mut f)?;
+                contents_done = true;
+            }
+            if !k.starts_with(keys::SYS_PREFIX) {
+                f(&k, &v)?;
+            }
+        }
+        if !contents_done {
+            contents(&mut f)?;
+        }
         Ok(())
     }
 
@@ -237,8 +340,7 @@ impl Shared {
                 // then read the tree. Only this replica's own record is written.
                 view.put(keys::APPLIED.to_vec(), encode(&Some(log_id))?);
                 let done = std::mem::replace(&mut view, Overlay::new(&self.state));
-                let (batch, events) = done.into_batch();
-                self.state.apply_batch(batch)?;
+                let events = self.commit(done, log_id.index)?;
                 // Recorded before the applied index moves: a reader that
                 // sees the marker applied then always finds its digest.
                 crate::integrity::record_digest(self, log_id.index)?;
@@ -252,9 +354,8 @@ impl Shared {
             return Ok(responses);
         };
         view.put(keys::APPLIED.to_vec(), encode(&Some(last))?);
-        let (batch, events) = view.into_batch();
         // One atomic batch: the data and the applied log id move together.
-        self.state.apply_batch(batch)?;
+        let events = self.commit(view, last.index)?;
         self.applied.store(last.index, Ordering::Release);
         if !events.is_empty() {
             // No receivers is fine: nobody is watching.
@@ -290,12 +391,7 @@ impl Shared {
             },
         };
         let mut writer = SnapshotWriter::create(&self.snapshot_dir, &meta)?;
-        for item in self.state.iter() {
-            let (k, v) = item?;
-            if !k.starts_with(keys::SYS_PREFIX) {
-                writer.record(&k, &v)?;
-            }
-        }
+        self.for_each_replicated_record(|k, v| writer.record(k, v))?;
         let path = dest(&meta);
         writer.finish(&path)?;
         Ok((meta, path))
@@ -315,7 +411,23 @@ impl Shared {
         for key in self.state.iter().keys() {
             batch.remove(key?);
         }
+        // Metadata sorts before content (`art/` < `blob/`), so each content
+        // record finds the version it belongs to.
+        let mut metas: std::collections::HashMap<String, ArtifactMeta> = Default::default();
         let file_meta = read_snapshot(path, |k, v| {
+            if let Some(id) = k.strip_prefix(keys::BLOB_PREFIX) {
+                let id = String::from_utf8_lossy(id);
+                if let Some(meta) = metas.get(id.as_ref()) {
+                    let content: StoredContent = decode(&v)?;
+                    self.content
+                        .write_unsynced(&file_name(meta), &content.bytes)?;
+                }
+                return Ok(());
+            }
+            if k.starts_with(keys::ARTIFACT_PREFIX) {
+                let meta: ArtifactMeta = decode(&v)?;
+                metas.insert(meta.id.clone(), meta);
+            }
             batch.insert(k, v);
             Ok(())
         })?;
@@ -327,8 +439,15 @@ impl Shared {
         }
         batch.insert(keys::APPLIED, encode(&meta.last_log_id)?);
         batch.insert(keys::MEMBERSHIP, encode(&meta.last_membership)?);
+        // One sync of the file system makes every content file durable
+        // before the state that names them can be.
+        self.durable.flush()?;
         self.state.apply_batch(batch)?;
         self.durable.flush()?;
+        // The replaced state's files go once the new state is durable; a
+        // version both states hold keeps its (immutable) file.
+        let named: HashSet<String> = metas.values().map(file_name).collect();
+        self.content.sweep(&named)?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
         self.applied.store(index, Ordering::Release);
         self.durable_applied.fetch_max(index, Ordering::AcqRel);
@@ -503,9 +622,9 @@ impl StateReader {
         }
     }
 
-    /// An artifact's metadata together with its stored content. The two are
-    /// separate keys, so a concurrent update can slip between the reads; a
-    /// pair whose checksums differ is read again.
+    /// An artifact's metadata together with its stored content. A version's
+    /// file never changes, but it is deleted once a newer version is durable,
+    /// so a read that misses it looks at the metadata again.
     pub fn artifact_with_content(
         &self,
         id: &str,
@@ -514,16 +633,10 @@ impl StateReader {
             let Some(meta) = self.artifact(id)? else {
                 return Ok(None);
             };
-            let Some(blob) = self.shared.state.get(keys::blob(id))? else {
-                continue;
-            };
-            let content: StoredContent = decode(&blob)?;
-            if content.checksum == meta.checksum && content.size == meta.size {
-                return Ok(Some((meta, content)));
-            }
-            if self.artifact(id)?.as_ref() == Some(&meta) {
-                // The pair is stable yet disagrees: the stored content is
-                // damaged; hand it out so the caller's verification reports it.
+            let (content, found) = self.shared.content.read(&meta)?;
+            if found || self.artifact(id)?.as_ref() == Some(&meta) {
+                // A file missing under stable metadata is damage: the
+                // caller's verification of the empty bytes reports it.
                 return Ok(Some((meta, content)));
             }
         }

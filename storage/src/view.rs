@@ -1,9 +1,11 @@
 //! A write overlay over the sled state tree: apply reads through it and
-//! writes into it, and the whole overlay is committed as one atomic batch.
+//! writes into it, and the whole overlay is committed as one atomic batch
+//! (after the content files it wrote, [`crate::content`]).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use crate::content::ContentChanges;
 use crate::error::StoreError;
 use crate::event::Event;
 
@@ -16,6 +18,8 @@ pub struct Overlay<'a> {
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Change events recorded by this batch, in order, for live watchers.
     pub events: Vec<Event>,
+    /// Artifact content files this batch writes and drops.
+    pub content: ContentChanges,
 }
 
 impl<'a> Overlay<'a> {
@@ -25,6 +29,7 @@ impl<'a> Overlay<'a> {
             tree,
             pending: BTreeMap::new(),
             events: Vec::new(),
+            content: ContentChanges::default(),
         }
     }
 
@@ -100,8 +105,9 @@ impl<'a> Overlay<'a> {
         })
     }
 
-    /// The pending writes as one sled batch, and the events they record.
-    pub fn into_batch(self) -> (sled::Batch, Vec<Event>) {
+    /// The pending writes as one sled batch, the events they record and
+    /// the content files to write before the batch is applied.
+    pub fn into_batch(self) -> (sled::Batch, Vec<Event>, ContentChanges) {
         let mut batch = sled::Batch::default();
         for (k, v) in self.pending {
             match v {
@@ -109,7 +115,7 @@ impl<'a> Overlay<'a> {
                 None => batch.remove(k),
             }
         }
-        (batch, self.events)
+        (batch, self.events, self.content)
     }
 }
 

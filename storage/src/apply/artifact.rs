@@ -3,6 +3,7 @@
 use super::{check, Ctx};
 use crate::artifact::{ArtifactMeta, StoredContent};
 use crate::command::{ArtifactFields, Precondition, Rejection, Response};
+use crate::content;
 use crate::error::StoreError;
 use crate::event::EventKind;
 use crate::keys;
@@ -34,13 +35,16 @@ pub(super) fn put(
     );
     if let Some(old) = &current {
         unindex_conversation(ctx, old);
+        ctx.view.content.drop_file(content::file_name(old));
     }
     if !meta.conversation_id.is_empty() {
         ctx.view
             .put(keys::conversation(&meta.conversation_id, id), Vec::new());
     }
     ctx.store(keys::artifact(id), &meta)?;
-    ctx.store(keys::blob(id), content)?;
+    ctx.view
+        .content
+        .write(content::file_name(&meta), content.clone());
     ctx.emit(EventKind::Put, event_key(id), meta.version)?;
     Ok(Response::Artifact(Box::new(meta)))
 }
@@ -58,7 +62,7 @@ pub(super) fn delete(
     }
     unindex_conversation(ctx, &current);
     ctx.view.delete(keys::artifact(id));
-    ctx.view.delete(keys::blob(id));
+    ctx.view.content.drop_file(content::file_name(&current));
     ctx.emit(EventKind::Delete, event_key(id), current.version)?;
     Ok(Response::Deleted {
         revision: ctx.index,

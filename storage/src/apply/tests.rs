@@ -150,7 +150,7 @@ fn delete_honours_if_match_and_reports_missing() {
     );
     assert_eq!(rs[2], Response::Deleted { revision: 3 });
     assert_eq!(rs[3], Response::Rejected(Rejection::NotFound));
-    assert!(t.get(keys::blob("a")).unwrap().is_none());
+    assert!(t.get(keys::artifact("a")).unwrap().is_none());
 }
 
 #[test]
@@ -895,4 +895,59 @@ fn a_long_awaited_write_frees_the_outcomes_behind_it_a_bounded_number_per_write(
     }
     let per = GC_PER_REQUEST as u64;
     assert_eq!(left, [n + 1 - per, n + 2 - 2 * per, 3]);
+}
+
+/// Applies one request and returns its answer with the content files its
+/// batch writes and drops.
+fn apply_one(t: &sled::Tree, index: u64, req: Request) -> (Response, Vec<String>, Vec<String>) {
+    let mut view = Overlay::new(t);
+    let r = apply_request(&mut view, index, &req).unwrap();
+    let (batch, _, content) = view.into_batch();
+    t.apply_batch(batch).unwrap();
+    (r, content.written.into_keys().collect(), content.dropped)
+}
+
+#[test]
+fn each_version_gets_its_own_file_and_drops_the_one_it_replaces() {
+    use crate::content::file_name;
+    let t = tree();
+    let (r, written, dropped) =
+        apply_one(&t, 1, Request::new(1, put("a", "one", Precondition::None)));
+    let v1 = artifact(&r).clone();
+    assert_eq!((written, dropped), (vec![file_name(&v1)], vec![]));
+
+    let (r, written, dropped) =
+        apply_one(&t, 2, Request::new(2, put("a", "two", Precondition::None)));
+    let v2 = artifact(&r).clone();
+    assert_ne!(file_name(&v1), file_name(&v2));
+    assert_eq!(
+        (written, dropped),
+        (vec![file_name(&v2)], vec![file_name(&v1)])
+    );
+
+    let refused = put("a", "three", Precondition::IfVersion(1));
+    let (_, written, dropped) = apply_one(&t, 3, Request::new(3, refused));
+    assert!(
+        written.is_empty() && dropped.is_empty(),
+        "a refused write touches no file"
+    );
+
+    let del = Command::DeleteArtifact {
+        id: "a".into(),
+        precondition: Precondition::None,
+    };
+    let (_, written, dropped) = apply_one(&t, 4, Request::new(4, del.clone()));
+    assert_eq!((written, dropped), (vec![], vec![file_name(&v2)]));
+
+    // Created, replaced and deleted within one entry: no file at all.
+    let commands = vec![
+        put("b", "one", Precondition::None),
+        put("b", "two", Precondition::None),
+        Command::DeleteArtifact {
+            id: "b".into(),
+            precondition: Precondition::None,
+        },
+    ];
+    let (_, written, dropped) = apply_one(&t, 5, batch(5, commands));
+    assert!(written.is_empty() && dropped.is_empty());
 }
