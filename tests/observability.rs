@@ -343,13 +343,34 @@ async fn stale_kv(c: &Cluster, via: u64, key: &str) -> Option<String> {
     resp.text().await.ok()
 }
 
-/// Removes one record from a stopped node's state tree, bypassing Raft: a
-/// divergence no checksum can see.
+/// Removes one record from a stopped node's newest snapshot (the durable
+/// image of its state), bypassing Raft, and writes the snapshot again with
+/// a valid checksum: a divergence no checksum can see.
 fn lose_record_on_disk(node: &common::TestNode, key: &[u8]) {
-    let db = sled::open(node.dir.join("data").join("db")).unwrap();
-    let state = db.open_tree(cairn_storage::keys::STATE_TREE).unwrap();
-    assert!(state.remove(key).unwrap().is_some(), "no such record");
-    db.flush().unwrap();
+    use cairn_storage::snapshot::{read_meta, read_snapshot, SnapshotWriter};
+    let dir = node.dir.join("data").join("snapshots");
+    let newest = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("snap-"))
+        })
+        .max()
+        .expect("the node has a snapshot");
+    let meta = read_meta(&newest).unwrap();
+    let mut writer = SnapshotWriter::create(&dir, &meta).unwrap();
+    let mut found = false;
+    read_snapshot(&newest, |k, v| {
+        if k == key {
+            found = true;
+            return Ok(());
+        }
+        writer.record(&k, &v)
+    })
+    .unwrap();
+    assert!(found, "no such record");
+    writer.finish(&newest).unwrap();
 }
 
 fn member(report: &Value, id: u64) -> &Value {
@@ -380,6 +401,12 @@ async fn recovery_reinstalls_a_member_whose_state_diverged_with_intact_checksums
     )
     .await;
 
+    // The victim's snapshot holds the record, so no entry after it writes
+    // the record again when the victim re-applies its log.
+    let (status, body) = c
+        .admin(victim, reqwest::Method::POST, "/v1/cluster/snapshot", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
     c.node_mut(victim).terminate();
     lose_record_on_disk(c.node(victim), &cairn_storage::keys::kv("session-7"));
     c.node_mut(victim).start();

@@ -5,14 +5,15 @@
 //! `cargo run --release -p cairn-storage --example apply_cost -- session`
 //!
 //! It applies 4,000 log entries of 32 puts each, from three senders, to a
-//! temporary sled tree the way the state machine does (one overlay and one
-//! sled batch per entry), with the replicated clock one millisecond further
+//! state tree the way the state machine does (one overlay and one batch per
+//! entry), with the replicated clock one millisecond further
 //! each entry, so remembered outcomes fall due and are purged as they would
 //! under load. It prints the wall time per put, on one thread.
 
 use std::time::Instant;
 
 use cairn_storage::apply::apply_request;
+use cairn_storage::state_tree::StateTree;
 use cairn_storage::view::Overlay;
 use cairn_storage::{Command, Idempotency, Precondition, Request, SessionWrite};
 
@@ -28,8 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !["plain", "key", "session"].contains(&mode.as_str()) {
         return Err(format!("mode must be plain, key or session, not `{mode}`").into());
     }
-    let db = sled::Config::new().temporary(true).open()?;
-    let tree = db.open_tree("state")?;
+    let tree = StateTree::new();
     let mut next_seq = [0u64; SENDERS as usize];
     let start = Instant::now();
     for entry in 0..ENTRIES {
@@ -81,7 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             apply_request(&mut view, entry + 1, &Request::new(now_ms, trim))?;
         }
-        tree.apply_batch(view.into_batch().0)?;
+        tree.apply_batch(view.into_batch().0);
     }
     let per_put = start.elapsed().as_secs_f64() * 1e6 / (ENTRIES * PUTS_PER_ENTRY) as f64;
     println!(

@@ -10,20 +10,24 @@
 //!
 //! # Why a file is always there when the state names it
 //!
-//! - A version's file is written under a temporary name, synced, renamed
-//!   into place and its folder synced before the batch that records the
-//!   metadata is applied ([`ContentDir::write`]): no state that names it, on
-//!   disk or in memory, exists before it does. An install or a migration,
-//!   which write many files at once, sync the whole file system once
-//!   instead, before they apply the state that names them.
-//! - A file is deleted only once a durable flush of the state covers the
-//!   entry that dropped its version ([`ContentDir::retire`],
-//!   [`ContentDir::delete_retired`]): a state recovered after a crash is at
-//!   least that new, so it does not name the file either.
+//! - A version's file is written under a temporary name and renamed into
+//!   place before the batch that records the metadata is applied
+//!   ([`ContentDir::write`]): no state that names it exists before it does.
+//!   Apply does not sync it: the entry that wrote it is durable in the Raft
+//!   log, and a node that restarts re-applies every entry after its newest
+//!   snapshot, writing such files again.
+//! - Before a snapshot is written, one sync of the whole file system makes
+//!   every file its state names durable ([`crate::state_machine`]); the
+//!   snapshot also carries the content itself, and a file it names that is
+//!   missing when the node opens is written again from it.
+//! - A file is deleted right after the batch that dropped its version
+//!   ([`ContentDir::remove`]): the state in memory no longer names it, and
+//!   a state recovered after a crash is the newest snapshot (which carries
+//!   its own copy) plus entries re-applied after it.
 //! - Names are never reused: they carry the log index of the version's write.
-//! - Files no state names (a crash between a write and its batch, a retired
-//!   file whose deletion a crash forgot, content replaced by a snapshot) are
-//!   removed when the store opens and after every install ([`ContentDir::sweep`]).
+//! - Files no state names (a crash between a write and its batch, content
+//!   replaced by a snapshot) are removed when the store opens and after
+//!   every install ([`ContentDir::sweep`]).
 //!
 //! Snapshots and digests still carry content as `blob/<id>` records of
 //! [`StoredContent`] in key order ([`crate::state_machine`]), so their format
@@ -33,7 +37,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
@@ -85,16 +88,9 @@ impl ContentChanges {
     }
 }
 
-/// The content folder of one state machine, and the files waiting for a
-/// durable flush before they may be deleted.
+/// The content folder of one state machine.
 pub(crate) struct ContentDir {
     dir: PathBuf,
-    /// (the applied index that dropped it, file name), in apply order.
-    retired: Mutex<Vec<(u64, String)>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ContentDir {
@@ -103,7 +99,6 @@ impl ContentDir {
         fs::create_dir_all(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            retired: Mutex::new(Vec::new()),
         })
     }
 
@@ -111,25 +106,26 @@ impl ContentDir {
         self.dir.join(name)
     }
 
-    /// Writes each file durably (see the module docs) before the caller
+    /// Writes each file, unsynced (see the module docs), before the caller
     /// applies the batch that names them.
     pub(crate) fn write(
         &self,
         written: &BTreeMap<String, StoredContent>,
     ) -> Result<(), StoreError> {
-        if written.is_empty() {
-            return Ok(());
-        }
         for (name, content) in written {
-            self.put_file(name, &content.bytes, true)?;
+            self.put_file(name, &content.bytes, false)?;
         }
-        File::open(&self.dir)?.sync_all()?;
         Ok(())
+    }
+
+    /// Whether the file `name` exists.
+    pub(crate) fn exists(&self, name: &str) -> bool {
+        self.path(name).exists()
     }
 
     /// Writes one file without syncing it, for an install or a migration
     /// that writes many: the caller syncs the whole file system once before
-    /// it applies the state that names them.
+    /// the state that names them is durable.
     pub(crate) fn write_unsynced(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         self.put_file(name, bytes, false)
     }
@@ -165,33 +161,17 @@ impl ContentDir {
         Ok((content, found))
     }
 
-    /// Remembers files that the batch applied at `index` dropped.
-    pub(crate) fn retire(&self, index: u64, dropped: Vec<String>) {
-        if !dropped.is_empty() {
-            lock(&self.retired).extend(dropped.into_iter().map(|name| (index, name)));
-        }
-    }
-
-    /// Deletes the retired files whose batch a durable flush of the state
-    /// up to `durable_index` covers.
-    pub(crate) fn delete_retired(&self, durable_index: u64) -> Result<(), StoreError> {
-        let due: Vec<String> = {
-            let mut retired = lock(&self.retired);
-            // Retired in apply order, so by increasing index.
-            let covered = retired.partition_point(|(i, _)| *i <= durable_index);
-            retired.drain(..covered).map(|(_, name)| name).collect()
-        };
-        for name in due {
-            remove_if_present(&self.path(&name))?;
+    /// Deletes the files of versions an applied batch dropped.
+    pub(crate) fn remove(&self, dropped: &[String]) -> Result<(), StoreError> {
+        for name in dropped {
+            remove_if_present(&self.path(name))?;
         }
         Ok(())
     }
 
-    /// Deletes every file that `named` does not hold, and forgets the
-    /// retired ones (they are among them). Called when no apply runs and
-    /// the state that `named` describes is durable.
+    /// Deletes every file that `named` does not hold. Called when no apply
+    /// runs and the state that `named` describes is durable.
     pub(crate) fn sweep(&self, named: &HashSet<String>) -> Result<u64, StoreError> {
-        lock(&self.retired).clear();
         let mut removed = 0;
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -275,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn written_content_reads_back_and_retired_files_go_only_once_durable() {
+    fn written_content_reads_back_and_a_removed_file_reads_as_damage() {
         let dir = tempfile::tempdir().unwrap();
         let files = ContentDir::open(dir.path()).unwrap();
         let c = StoredContent::prepare(&b"content ".repeat(500), 64);
@@ -286,10 +266,8 @@ mod tests {
         let (read, found) = files.read(&m).unwrap();
         assert!(found);
         assert_eq!(read, c);
-        files.retire(9, vec![file_name(&m)]);
-        files.delete_retired(8).unwrap();
-        assert!(files.read(&m).unwrap().1, "deleted before its flush");
-        files.delete_retired(9).unwrap();
+        assert!(files.exists(&file_name(&m)));
+        files.remove(&[file_name(&m)]).unwrap();
         let (missing, found) = files.read(&m).unwrap();
         assert!(!found);
         assert!(missing.open().is_err(), "a missing file must not verify");

@@ -165,8 +165,8 @@ impl StateReader {
     /// again as a consistent pair, so a concurrent update is not reported.
     pub fn scrub(&self) -> Result<ScrubReport, StoreError> {
         let mut report = ScrubReport::default();
-        for item in self.shared.state.scan_prefix(keys::ARTIFACT_PREFIX) {
-            let meta: ArtifactMeta = decode(&item?.1)?;
+        for (_, value) in self.shared.state.scan_prefix(keys::ARTIFACT_PREFIX) {
+            let meta: ArtifactMeta = decode(&value)?;
             report.checked += 1;
             let (content, _) = self.shared.content.read(&meta)?;
             if verify(Some(&meta), &encode(&content)?).is_some() {
@@ -237,8 +237,7 @@ impl StateReader {
     /// metadata records).
     pub fn content_totals(&self) -> Result<ContentTotals, StoreError> {
         let mut t = ContentTotals::default();
-        for item in self.shared.state.scan_prefix(keys::ARTIFACT_PREFIX) {
-            let (_, v) = item?;
+        for (_, v) in self.shared.state.scan_prefix(keys::ARTIFACT_PREFIX) {
             let meta: ArtifactMeta = decode(&v)?;
             t.artifacts += 1;
             t.content_bytes += meta.size;

@@ -1,5 +1,6 @@
 //! cairn-storage: Cairn's durable storage: the Raft log in a write-ahead
-//! log of its own, the state machine on sled.
+//! log of its own, the state machine in memory with snapshots as its
+//! durable image.
 //!
 //! This crate holds the Raft log store and the state machine that openraft
 //! drives, the replicated command model and its deterministic apply, the
@@ -35,6 +36,7 @@ pub mod records;
 pub mod reinstall;
 pub mod snapshot;
 pub mod state_machine;
+pub mod state_tree;
 pub mod telemetry;
 pub mod types;
 pub mod view;
@@ -60,9 +62,10 @@ pub use types::{NodeId, PeerNode, TypeConfig};
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// A node's storage: the Raft log and vote in their own write-ahead log,
-/// the state machine in sled.
+/// the state machine in memory (durable as its newest snapshot), and a sled
+/// database for this replica's local records.
 pub struct Store {
-    /// The state machine's database ([`Durable::db`]), with its durable
+    /// The database of local records ([`Durable::db`]), with its durable
     /// flushes (used on shutdown).
     pub durable: Durable,
     /// The Raft log and vote.
@@ -79,17 +82,18 @@ impl Store {
     }
 
     /// Opens (or creates) the storage under `dir`, keeping about
-    /// `cache_bytes` of pages in memory. sled's own default (1 GiB) would let
-    /// an embedded node grow far past its host's expectations; reads beyond
-    /// the cache come from the OS page cache. Artifact content is kept in
-    /// files of its own ([`content`]) and is not part of this budget.
+    /// `cache_bytes` of the local database's pages in memory. sled's own
+    /// default (1 GiB) would let an embedded node grow far past its host's
+    /// expectations. The applied state itself is held in memory
+    /// ([`state_tree`]) and artifact content in files of its own
+    /// ([`content`]); neither is part of this budget.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let db_dir = dir.join("db");
         let db = sled::Config::new()
             .path(&db_dir)
             .cache_capacity(cache_bytes)
-            // The state machine flushes durably on its own timer: sled's
+            // Flushed durably with every snapshot and on shutdown: sled's
             // timed flush would not sync its blob files.
             .flush_every_ms(None)
             .open()?;

@@ -9,12 +9,12 @@
 //! before it goes on, so the group commit that matters happens before the
 //! log, in the proposer's batches.)
 //!
-//! The state machine stays in sled and is made durable on its own schedule
-//! ([`crate::state_machine`]), which publishes the highest applied index a
-//! durable flush covers. A purge beyond that index waits in memory until
-//! the state catches up: openraft purges behind a snapshot it installs
-//! before the install is durable, and a crash in between must not leave a
-//! log that lacks entries the durable state lacks too.
+//! The state machine is durable only as its newest snapshot
+//! ([`crate::state_machine`]), whose index it publishes. A purge beyond
+//! that index waits in memory until the state catches up: openraft purges
+//! behind a snapshot it installs before the install is durable, and a crash
+//! in between must not leave a log that lacks entries the durable state
+//! lacks too.
 
 use std::fmt::Debug;
 use std::io;

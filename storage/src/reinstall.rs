@@ -392,7 +392,7 @@ mod tests {
     async fn an_image_installs_when_apply_reaches_its_index_and_later_entries_apply_once() {
         let ((_a, mut healthy), (_b, mut diverged)) = twins(2).await;
         // A record lost on disk: checksums cannot see it.
-        diverged.shared.state.remove(keys::kv("k1")).unwrap();
+        diverged.shared.state.remove(&keys::kv("k1"));
         apply(&mut healthy, vec![put(3), put(4)]).await;
         let path = image_for(&healthy, &diverged).await;
         let mut notices = diverged.reader().subscribe();
@@ -432,7 +432,7 @@ mod tests {
     #[tokio::test]
     async fn an_image_at_the_applied_index_installs_at_once() {
         let ((_a, mut healthy), (_b, mut diverged)) = twins(2).await;
-        diverged.shared.state.remove(keys::kv("k2")).unwrap();
+        diverged.shared.state.remove(&keys::kv("k2"));
         let path = image_for(&healthy, &diverged).await;
         let outcome = reinstall(&diverged, &path, Duration::from_secs(1))
             .await

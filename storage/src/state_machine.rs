@@ -1,8 +1,19 @@
-//! The Raft state machine on sled: applies committed entries through
-//! [`crate::apply`], builds and installs snapshots, and serves local reads.
-//! Artifact content lives in files beside the tree ([`crate::content`]).
+//! The Raft state machine: applies committed entries through
+//! [`crate::apply`] to the in-memory [`StateTree`], builds and installs
+//! snapshots, and serves local reads. Artifact content lives in files beside
+//! the tree ([`crate::content`]).
+//!
+//! # Durability
+//!
+//! The newest snapshot file is the durable image of the state; the Raft log
+//! holds every entry after it, and is purged only behind a snapshot this
+//! replica wrote or installed ([`StateMachine::durable_applied`]). A node
+//! that restarts loads that snapshot and openraft re-applies the committed
+//! entries after it. Applying an entry therefore writes nothing to disk but
+//! the content files it names, and every acknowledged write is durable in
+//! the log before it is applied anywhere.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,14 +30,18 @@ use crate::error::{raft_io_error, StoreError};
 use crate::event::{Event, HistoryStats};
 use crate::records::{InstanceRecord, KvRecord, LockRecord};
 use crate::snapshot::{read_meta, read_snapshot, sync_dir, SnapshotFile, SnapshotWriter};
+use crate::state_tree::{Scan, StateTree};
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::view::Overlay;
 use crate::{keys, Response};
 
 /// State shared by the state machine, its snapshot builders and readers.
 pub(crate) struct Shared {
+    /// The database of this replica's local records (digests), flushed
+    /// with every snapshot.
     pub(crate) durable: crate::durable::Durable,
-    pub(crate) state: sled::Tree,
+    /// The applied state.
+    pub(crate) state: StateTree,
     /// Artifact content, one file per version.
     pub(crate) content: ContentDir,
     /// This replica's own digests at consistency markers: local, never
@@ -38,8 +53,8 @@ pub(crate) struct Shared {
     pub(crate) gate: tokio::sync::Mutex<()>,
     /// Last applied log index, for readers (0 before the first entry).
     pub(crate) applied: AtomicU64,
-    /// The highest applied index a durable flush covers: the log may be
-    /// purged up to here ([`crate::LogStore`]).
+    /// The index of the newest snapshot this replica wrote or installed:
+    /// the log may be purged up to here ([`crate::LogStore`]).
     durable_applied: Arc<AtomicU64>,
     /// The newest durable snapshot.
     current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
@@ -97,50 +112,51 @@ fn snapshot_path(dir: &Path, meta: &SnapshotMeta) -> PathBuf {
 }
 
 impl StateMachine {
-    /// Opens the state machine in `durable`'s database, with snapshots kept
-    /// in `snapshot_dir` and artifact content in `content_dir`.
+    /// Opens the state machine: its state is the newest snapshot in
+    /// `snapshot_dir` (or, once, the state tree an older store kept in
+    /// `durable`'s database), with artifact content in `content_dir`.
     pub fn open(
         durable: crate::durable::Durable,
         snapshot_dir: &Path,
         content_dir: &Path,
     ) -> Result<Self, StoreError> {
         fs::create_dir_all(snapshot_dir)?;
-        let state = durable.db().open_tree(keys::STATE_TREE)?;
         let content = ContentDir::open(content_dir)?;
         let digests = durable.db().open_tree(crate::integrity::DIGEST_TREE)?;
         let current = newest_snapshot(snapshot_dir)?;
         let shared = Arc::new(Shared {
             durable,
-            state,
+            state: StateTree::new(),
             content,
             digests,
             snapshot_dir: snapshot_dir.to_path_buf(),
             gate: tokio::sync::Mutex::new(()),
             applied: AtomicU64::new(0),
             durable_applied: Arc::default(),
-            current: Mutex::new(current),
+            current: Mutex::new(current.clone()),
             receive_seq: AtomicU64::new(0),
             pending_image: Mutex::new(None),
             notices: tokio::sync::broadcast::channel(NOTICE_BUFFER).0,
         });
-        let applied = shared.read_applied()?;
-        shared
-            .applied
-            .store(applied.map_or(0, |l| l.index), Ordering::Release);
-        shared.move_content_out_of_the_tree()?;
-        // What sled recovered may sit only in the OS's cache after a crash
-        // of the process: make it durable before the log may be purged.
-        shared.flush_durably()?;
-        let removed = shared.content.sweep(&shared.named_content_files()?)?;
-        if removed > 0 {
-            tracing::info!(removed, "removed content files no state names");
+        if !shared.load_sled_state()? {
+            if let Some((meta, path)) = current {
+                let named = shared.load_image(&meta, &path, Existing::Keep)?;
+                let removed = shared.content.sweep(&named)?;
+                if removed > 0 {
+                    tracing::info!(removed, "removed content files no state names");
+                }
+            } else {
+                shared.content.sweep(&HashSet::new())?;
+            }
         }
-        spawn_state_flusher(Arc::downgrade(&shared));
+        let applied = shared.read_applied()?.map_or(0, |l| l.index);
+        shared.applied.store(applied, Ordering::Release);
+        shared.durable_applied.store(applied, Ordering::Release);
         Ok(Self { shared })
     }
 
-    /// The highest applied index a durable flush covers, shared with the
-    /// log store, which purges no further.
+    /// The index of the newest durable snapshot, shared with the log
+    /// store, which purges no further.
     pub fn durable_applied(&self) -> Arc<AtomicU64> {
         self.shared.durable_applied.clone()
     }
@@ -150,35 +166,6 @@ impl StateMachine {
         StateReader {
             shared: self.shared.clone(),
         }
-    }
-}
-
-/// How often applied state is made durable in the background. Every
-/// acknowledged write is in the log already; this bounds how much of the
-/// log a restarted node re-applies and how long a purge may wait.
-const STATE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Flushes the state machine durably every [`STATE_FLUSH_EVERY`] while it
-/// has applied something new, until the state machine is dropped. (sled's
-/// own timed flush would not sync its blob files: see [`crate::durable`].)
-fn spawn_state_flusher(shared: std::sync::Weak<Shared>) {
-    let spawned = std::thread::Builder::new()
-        .name("cairn-state-flush".into())
-        .spawn(move || loop {
-            std::thread::sleep(STATE_FLUSH_EVERY);
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            let applied = shared.applied.load(Ordering::Acquire);
-            if applied > shared.durable_applied.load(Ordering::Acquire) {
-                if let Err(error) = shared.flush_durably() {
-                    tracing::warn!(%error, "flushing applied state failed; retrying");
-                }
-            }
-        });
-    if let Err(error) = spawned {
-        // Snapshots still flush durably, so purges still happen, later.
-        tracing::warn!(%error, "could not start the state flusher");
     }
 }
 
@@ -207,31 +194,126 @@ fn newest_snapshot(dir: &Path) -> Result<Option<(SnapshotMeta, PathBuf)>, StoreE
     Ok(None)
 }
 
-impl Shared {
-    /// Flushes the state durably and records the applied index it covers:
-    /// everything applied before the flush starts.
-    pub(crate) fn flush_durably(&self) -> Result<(), StoreError> {
-        let applied = self.applied.load(Ordering::Acquire);
-        self.durable.flush()?;
-        self.durable_applied.fetch_max(applied, Ordering::AcqRel);
-        self.content.delete_retired(applied)
-    }
+/// What loading an image does with a content file that already exists.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// Keep it: on open, a file the snapshot names was made durable by the
+    /// file-system sync that came before the snapshot was written (or
+    /// installed), and names are never reused.
+    Keep,
+    /// Write the image's copy over it: an install replaces a state that
+    /// may have diverged, content included.
+    Overwrite,
+}
 
+impl Shared {
     /// Applies one overlay: its content files first, then its batch, then
-    /// retires the files it dropped. Returns the events it recorded.
-    fn commit(&self, view: Overlay<'_>, index: u64) -> Result<Vec<Event>, StoreError> {
+    /// removes the files of the versions it dropped. Returns the events it
+    /// recorded. A dropped file is never needed again: the durable image
+    /// (the newest snapshot) carries its own copy of the content it names,
+    /// and entries after it write theirs again when they are re-applied.
+    fn commit(&self, view: Overlay<'_>) -> Result<Vec<Event>, StoreError> {
         let (batch, events, content) = view.into_batch();
         self.content.write(&content.written)?;
-        self.state.apply_batch(batch)?;
-        self.content.retire(index, content.dropped);
+        self.state.apply_batch(batch);
+        self.content.remove(&content.dropped)?;
         Ok(events)
+    }
+
+    /// Loads the image in the snapshot file `path` (at `meta`) as the whole
+    /// state, writing each content record to its file first. Returns the
+    /// file names the new state holds. The caller holds the gate, or no
+    /// apply runs yet.
+    fn load_image(
+        &self,
+        meta: &SnapshotMeta,
+        path: &Path,
+        existing: Existing,
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut map = BTreeMap::new();
+        // Metadata sorts before content (`art/` < `blob/`), so each content
+        // record finds the version it belongs to.
+        let mut metas: std::collections::HashMap<String, ArtifactMeta> = Default::default();
+        let mut wrote = 0u64;
+        let file_meta = read_snapshot(path, |k, v| {
+            if let Some(id) = k.strip_prefix(keys::BLOB_PREFIX) {
+                let id = String::from_utf8_lossy(id);
+                if let Some(meta) = metas.get(id.as_ref()) {
+                    let name = file_name(meta);
+                    if existing == Existing::Overwrite || !self.content.exists(&name) {
+                        let content: StoredContent = decode(&v)?;
+                        self.content.write_unsynced(&name, &content.bytes)?;
+                        wrote += 1;
+                    }
+                }
+                return Ok(());
+            }
+            if k.starts_with(keys::ARTIFACT_PREFIX) {
+                let meta: ArtifactMeta = decode(&v)?;
+                metas.insert(meta.id.clone(), meta);
+            }
+            map.insert(k, v);
+            Ok(())
+        })?;
+        if file_meta.last_log_id != meta.last_log_id {
+            return Err(StoreError::Snapshot(format!(
+                "file is at {:?}, expected {:?}",
+                file_meta.last_log_id, meta.last_log_id
+            )));
+        }
+        if wrote > 0 {
+            // One sync of the file system makes every content file durable
+            // before anything relies on the state that names them.
+            self.durable.flush()?;
+        }
+        map.insert(keys::APPLIED.to_vec(), encode(&meta.last_log_id)?);
+        map.insert(keys::MEMBERSHIP.to_vec(), encode(&meta.last_membership)?);
+        self.state.replace(map);
+        Ok(metas.values().map(file_name).collect())
+    }
+
+    /// A store that kept its state in sled (before the state moved into
+    /// memory) has it loaded, once: its content moved into files, the
+    /// state written as a snapshot (its durable image from now on), and
+    /// only then the old tree dropped. Returns whether there was one.
+    fn load_sled_state(&self) -> Result<bool, StoreError> {
+        let db = self.durable.db();
+        if !db
+            .tree_names()
+            .iter()
+            .any(|n| n == keys::STATE_TREE.as_bytes())
+        {
+            return Ok(false);
+        }
+        let old = db.open_tree(keys::STATE_TREE)?;
+        if old.is_empty() {
+            db.drop_tree(keys::STATE_TREE)?;
+            return Ok(false);
+        }
+        let mut map = BTreeMap::new();
+        for item in old.iter() {
+            let (k, v) = item?;
+            map.insert(k.to_vec(), v.to_vec());
+        }
+        self.state.replace(map);
+        self.move_content_out_of_the_tree()?;
+        self.write_snapshot()?;
+        db.drop_tree(keys::STATE_TREE)?;
+        self.durable.flush()?;
+        let named = self.named_content_files()?;
+        self.content.sweep(&named)?;
+        tracing::info!(
+            records = self.state.len(),
+            "moved the state from sled into memory and a snapshot"
+        );
+        Ok(true)
     }
 
     /// The file names of every artifact version the tree holds.
     fn named_content_files(&self) -> Result<HashSet<String>, StoreError> {
         let mut named = HashSet::new();
-        for item in self.state.scan_prefix(keys::ARTIFACT_PREFIX) {
-            named.insert(file_name(&decode::<ArtifactMeta>(&item?.1)?));
+        for (_, value) in self.state.scan_prefix(keys::ARTIFACT_PREFIX) {
+            named.insert(file_name(&decode::<ArtifactMeta>(&value)?));
         }
         Ok(named)
     }
@@ -242,29 +324,27 @@ impl Shared {
     /// agree whatever index each one stood at.
     fn move_content_out_of_the_tree(&self) -> Result<(), StoreError> {
         let mut moved = 0u64;
-        let mut batch = sled::Batch::default();
-        for item in self.state.scan_prefix(keys::BLOB_PREFIX) {
-            let (key, value) = item?;
+        let mut batch = Vec::new();
+        for (key, value) in self.state.scan_prefix(keys::BLOB_PREFIX) {
             let id = String::from_utf8_lossy(&key[keys::BLOB_PREFIX.len()..]).into_owned();
-            if let Some(meta) = self.state.get(keys::artifact(&id))? {
+            if let Some(meta) = self.state.get(&keys::artifact(&id)) {
                 let meta: ArtifactMeta = decode(&meta)?;
                 let content: StoredContent = decode(&value)?;
                 self.content
                     .write_unsynced(&file_name(&meta), &content.bytes)?;
                 moved += 1;
             }
-            batch.remove(key);
+            batch.push((key, None));
         }
         if moved > 0 {
-            // The files are durable before the records' removal can be.
-            self.durable.flush()?;
-            self.state.apply_batch(batch)?;
+            // The files are durable before the snapshot naming them exists.
             self.durable.flush()?;
             tracing::info!(
                 moved,
                 "moved artifact content from the state tree into files"
             );
         }
+        self.state.apply_batch(batch);
         Ok(())
     }
 
@@ -278,16 +358,15 @@ impl Shared {
     ) -> Result<(), StoreError> {
         let mut contents_done = false;
         let contents = |f: &mut RecordSink<'_>| {
-            for item in self.state.scan_prefix(keys::ARTIFACT_PREFIX) {
-                let meta: ArtifactMeta = decode(&item?.1)?;
+            for (_, value) in self.state.scan_prefix(keys::ARTIFACT_PREFIX) {
+                let meta: ArtifactMeta = decode(&value)?;
                 let (content, _) = self.content.read(&meta)?;
                 f(&keys::blob(&meta.id), &encode(&content)?)?;
             }
             Ok::<(), StoreError>(())
         };
-        for item in self.state.iter() {
-            let (k, v) = item?;
-            if !contents_done && k.as_ref() > keys::BLOB_PREFIX {
+        for (k, v) in self.state.iter() {
+            if !contents_done && k.as_slice() > keys::BLOB_PREFIX {
                 contents(&mut f)?;
                 contents_done = true;
             }
@@ -302,14 +381,14 @@ impl Shared {
     }
 
     pub(crate) fn read_applied(&self) -> Result<Option<LogId>, StoreError> {
-        match self.state.get(keys::APPLIED)? {
+        match self.state.get(keys::APPLIED) {
             Some(b) => Ok(decode(&b)?),
             None => Ok(None),
         }
     }
 
     fn read_membership(&self) -> Result<StoredMembership, StoreError> {
-        match self.state.get(keys::MEMBERSHIP)? {
+        match self.state.get(keys::MEMBERSHIP) {
             Some(b) => Ok(decode(&b)?),
             None => Ok(StoredMembership::default()),
         }
@@ -340,7 +419,7 @@ impl Shared {
                 // then read the tree. Only this replica's own record is written.
                 view.put(keys::APPLIED.to_vec(), encode(&Some(log_id))?);
                 let done = std::mem::replace(&mut view, Overlay::new(&self.state));
-                let events = self.commit(done, log_id.index)?;
+                let events = self.commit(done)?;
                 // Recorded before the applied index moves: a reader that
                 // sees the marker applied then always finds its digest.
                 crate::integrity::record_digest(self, log_id.index)?;
@@ -355,7 +434,7 @@ impl Shared {
         };
         view.put(keys::APPLIED.to_vec(), encode(&Some(last))?);
         // One atomic batch: the data and the applied log id move together.
-        let events = self.commit(view, last.index)?;
+        let events = self.commit(view)?;
         self.applied.store(last.index, Ordering::Release);
         if !events.is_empty() {
             // No receivers is fine: nobody is watching.
@@ -364,10 +443,17 @@ impl Shared {
         Ok(responses)
     }
 
-    /// Writes the current state to a new snapshot file. The caller holds the gate.
+    /// Writes the current state to a new snapshot file, the state's durable
+    /// image from then on. The caller holds the gate.
     fn write_snapshot(&self) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+        // One sync of the file system first: the content files this state
+        // names (apply does not sync them) and this replica's digests are
+        // durable before the image that relies on them exists.
+        self.durable.flush()?;
         let (meta, path) = self.write_image(|meta| snapshot_path(&self.snapshot_dir, meta))?;
         self.set_current(meta.clone(), path.clone())?;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        self.durable_applied.fetch_max(index, Ordering::AcqRel);
         Ok((meta, path))
     }
 
@@ -377,9 +463,6 @@ impl Shared {
         &self,
         dest: impl FnOnce(&SnapshotMeta) -> PathBuf,
     ) -> Result<(SnapshotMeta, PathBuf), StoreError> {
-        // The state the snapshot covers must be durable before the snapshot
-        // exists, since the log behind it may be purged right after.
-        self.flush_durably()?;
         let last = self.read_applied()?;
         let membership = self.read_membership()?;
         let meta = SnapshotMeta {
@@ -405,56 +488,22 @@ impl Shared {
         self.snapshot_dir.join(format!("{prefix}-{n}.snap"))
     }
 
-    /// Replaces the whole state with the snapshot at `path`. The caller holds the gate.
+    /// Replaces the whole state with the snapshot at `path`, which becomes
+    /// the newest snapshot. The caller holds the gate.
     pub(crate) fn install(&self, meta: &SnapshotMeta, path: &Path) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for key in self.state.iter().keys() {
-            batch.remove(key?);
-        }
-        // Metadata sorts before content (`art/` < `blob/`), so each content
-        // record finds the version it belongs to.
-        let mut metas: std::collections::HashMap<String, ArtifactMeta> = Default::default();
-        let file_meta = read_snapshot(path, |k, v| {
-            if let Some(id) = k.strip_prefix(keys::BLOB_PREFIX) {
-                let id = String::from_utf8_lossy(id);
-                if let Some(meta) = metas.get(id.as_ref()) {
-                    let content: StoredContent = decode(&v)?;
-                    self.content
-                        .write_unsynced(&file_name(meta), &content.bytes)?;
-                }
-                return Ok(());
-            }
-            if k.starts_with(keys::ARTIFACT_PREFIX) {
-                let meta: ArtifactMeta = decode(&v)?;
-                metas.insert(meta.id.clone(), meta);
-            }
-            batch.insert(k, v);
-            Ok(())
-        })?;
-        if file_meta.last_log_id != meta.last_log_id {
-            return Err(StoreError::Snapshot(format!(
-                "file is at {:?}, expected {:?}",
-                file_meta.last_log_id, meta.last_log_id
-            )));
-        }
-        batch.insert(keys::APPLIED, encode(&meta.last_log_id)?);
-        batch.insert(keys::MEMBERSHIP, encode(&meta.last_membership)?);
-        // One sync of the file system makes every content file durable
-        // before the state that names them can be.
-        self.durable.flush()?;
-        self.state.apply_batch(batch)?;
-        self.durable.flush()?;
-        // The replaced state's files go once the new state is durable; a
-        // version both states hold keeps its (immutable) file.
-        let named: HashSet<String> = metas.values().map(file_name).collect();
+        let named = self.load_image(meta, path, Existing::Overwrite)?;
+        // The image is durable (and the newest on open) once it is renamed
+        // into place; its content files were synced before.
+        let dest = snapshot_path(&self.snapshot_dir, meta);
+        fs::rename(path, &dest)?;
+        sync_dir(&dest)?;
+        // The replaced state's files go; a version both states hold keeps
+        // its (immutable) file.
         self.content.sweep(&named)?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
         self.applied.store(index, Ordering::Release);
         self.durable_applied.fetch_max(index, Ordering::AcqRel);
         let _ = self.notices.send(Notice::Reset);
-        let dest = snapshot_path(&self.snapshot_dir, meta);
-        fs::rename(path, &dest)?;
-        sync_dir(&dest)?;
         self.set_current(meta.clone(), dest)
     }
 
@@ -610,13 +659,13 @@ impl StateReader {
         Ok(self
             .shared
             .state
-            .get(keys::CLUSTER_ID)?
+            .get(keys::CLUSTER_ID)
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// An artifact's metadata.
     pub fn artifact(&self, id: &str) -> Result<Option<ArtifactMeta>, StoreError> {
-        match self.shared.state.get(keys::artifact(id))? {
+        match self.shared.state.get(&keys::artifact(id)) {
             Some(b) => Ok(Some(decode(&b)?)),
             None => Ok(None),
         }
@@ -709,7 +758,7 @@ impl StateReader {
     pub fn lock_waiters(&self, name: &str) -> usize {
         self.shared
             .state
-            .scan_prefix(keys::lock_queue_prefix(name))
+            .scan_prefix(&keys::lock_queue_prefix(name))
             .count()
     }
 
@@ -728,8 +777,8 @@ impl StateReader {
     /// last one loses nothing).
     pub fn events_from(&self, revision: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let mut out: Vec<Event> = Vec::new();
-        for item in self.shared.state.range(keys::event_from(revision)..) {
-            let (k, v) = item?;
+        let from = keys::event_from(revision);
+        for (k, v) in self.shared.state.range(&from, None) {
             if !k.starts_with(keys::EVENT_PREFIX) {
                 break;
             }
@@ -754,10 +803,12 @@ impl StateReader {
 
     /// The earliest TTL or lease deadline, if anything is pending.
     pub fn next_expiry_ms(&self) -> Result<Option<u64>, StoreError> {
-        match self.shared.state.scan_prefix(keys::EXPIRY_PREFIX).next() {
-            Some(item) => Ok(keys::parse_expiry(&item?.0).map(|(ms, _)| ms)),
-            None => Ok(None),
-        }
+        Ok(self
+            .shared
+            .state
+            .scan_prefix(keys::EXPIRY_PREFIX)
+            .next()
+            .and_then(|(key, _)| keys::parse_expiry(&key).map(|(ms, _)| ms)))
     }
 
     /// Live notices of applied changes. Subscribe before reading the
@@ -767,7 +818,7 @@ impl StateReader {
     }
 
     fn load<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        match self.shared.state.get(key)? {
+        match self.shared.state.get(key) {
             Some(b) => Ok(Some(decode(&b)?)),
             None => Ok(None),
         }
@@ -778,14 +829,14 @@ impl StateReader {
         prefix: &[u8],
     ) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::new();
-        for item in self.shared.state.scan_prefix(prefix) {
-            out.push(decode(&item?.1)?);
+        for (_, value) in self.shared.state.scan_prefix(prefix) {
+            out.push(decode(&value)?);
         }
         Ok(out)
     }
 
     /// Keys under `space` + `prefix`, strictly after `space` + `cursor`.
-    fn scan_after(&self, space: &[u8], prefix: &str, cursor: Option<&str>) -> sled::Iter {
+    fn scan_after(&self, space: &[u8], prefix: &str, cursor: Option<&str>) -> Scan {
         let mut from = space.to_vec();
         from.extend_from_slice(prefix.as_bytes());
         let end = keys::prefix_end(&from);
@@ -796,24 +847,20 @@ impl StateReader {
             after.push(0);
             from = from.max(after);
         }
-        match end {
-            Some(end) => self.shared.state.range(from..end),
-            None => self.shared.state.range(from..),
-        }
+        self.shared.state.range(&from, end.as_deref())
     }
 }
 
 /// Reads up to `limit` items from `scan`; `item` turns a pair into an item
 /// (or skips it with `None`), `cursor_of` names the item for `next_cursor`.
 fn collect_page<T>(
-    scan: sled::Iter,
+    scan: Scan,
     limit: usize,
     mut item: impl FnMut(&[u8], &[u8]) -> Result<Option<T>, StoreError>,
     cursor_of: impl Fn(&T) -> String,
 ) -> Result<Page<T>, StoreError> {
     let mut items = Vec::new();
-    for pair in scan {
-        let (k, v) = pair?;
+    for (k, v) in scan {
         if items.len() == limit {
             let next_cursor = items.last().map(&cursor_of);
             return Ok(Page { items, next_cursor });

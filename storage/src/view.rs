@@ -1,6 +1,6 @@
-//! A write overlay over the sled state tree: apply reads through it and
-//! writes into it, and the whole overlay is committed as one atomic batch
-//! (after the content files it wrote, [`crate::content`]).
+//! A write overlay over the state tree: apply reads through it and writes
+//! into it, and the whole overlay is committed as one atomic batch (after
+//! the content files it wrote, [`crate::content`]).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -8,13 +8,14 @@ use std::ops::Bound;
 use crate::content::ContentChanges;
 use crate::error::StoreError;
 use crate::event::Event;
+use crate::state_tree::{Batch, StateTree};
 
 /// Key/value pairs in key order.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// Pending writes layered over a sled tree. `None` marks a delete.
+/// Pending writes layered over the state tree. `None` marks a delete.
 pub struct Overlay<'a> {
-    tree: &'a sled::Tree,
+    tree: &'a StateTree,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Change events recorded by this batch, in order, for live watchers.
     pub events: Vec<Event>,
@@ -24,7 +25,7 @@ pub struct Overlay<'a> {
 
 impl<'a> Overlay<'a> {
     /// An empty overlay over `tree`.
-    pub fn new(tree: &'a sled::Tree) -> Self {
+    pub fn new(tree: &'a StateTree) -> Self {
         Self {
             tree,
             pending: BTreeMap::new(),
@@ -38,7 +39,7 @@ impl<'a> Overlay<'a> {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+        Ok(self.tree.get(key))
     }
 
     /// Sets `key` to `value`.
@@ -64,23 +65,14 @@ impl<'a> Overlay<'a> {
         start: &[u8],
         end: &[u8],
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 's {
-        let mut tree = self.tree.range(start.to_vec()..end.to_vec()).peekable();
+        let mut tree = self.tree.range(start, Some(end)).peekable();
         let bounds = (
             Bound::Included(start.to_vec()),
             Bound::Excluded(end.to_vec()),
         );
         let mut pending = self.pending.range(bounds).peekable();
         std::iter::from_fn(move || loop {
-            let tree_key = match tree.peek() {
-                Some(Ok((k, _))) => Some(k.to_vec()),
-                // The error itself comes out of `next`.
-                Some(Err(_)) => {
-                    return tree
-                        .next()
-                        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
-                }
-                None => None,
-            };
+            let tree_key = tree.peek().map(|(k, _)| k.clone());
             // A pending write at or before the tree's next key comes first,
             // and shadows a tree entry with the same key.
             let take_pending = match (&tree_key, pending.peek()) {
@@ -98,24 +90,18 @@ impl<'a> Overlay<'a> {
                     None => continue,
                 }
             }
-            return match tree.next()? {
-                Ok((k, v)) => Some(Ok((k.to_vec(), v.to_vec()))),
-                Err(e) => Some(Err(e.into())),
-            };
+            return tree.next().map(Ok);
         })
     }
 
-    /// The pending writes as one sled batch, the events they record and
-    /// the content files to write before the batch is applied.
-    pub fn into_batch(self) -> (sled::Batch, Vec<Event>, ContentChanges) {
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.pending {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        (batch, self.events, self.content)
+    /// The pending writes as one batch, the events they record and the
+    /// content files to write before the batch is applied.
+    pub fn into_batch(self) -> (Batch, Vec<Event>, ContentChanges) {
+        (
+            self.pending.into_iter().collect(),
+            self.events,
+            self.content,
+        )
     }
 }
 
@@ -125,10 +111,9 @@ mod tests {
 
     #[test]
     fn scan_merges_pending_writes_in_order_and_matches_range() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let tree = StateTree::new();
         for k in ["a", "c", "e", "g"] {
-            tree.insert(k, k.as_bytes()).unwrap();
+            tree.insert(k.as_bytes().to_vec(), k.as_bytes().to_vec());
         }
         let mut view = Overlay::new(&tree);
         view.put(b"b".to_vec(), b"B".to_vec()); // new, between tree keys

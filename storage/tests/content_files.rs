@@ -1,16 +1,15 @@
 //! Artifact content kept in files of its own: written before the state
-//! names it, deleted only after a durable flush drops it, carried by
-//! snapshots and digests, swept of strays, and moved out of the tree of a
-//! store that kept it there.
+//! names it, deleted once the state drops it, carried by snapshots and
+//! digests and written again from the newest snapshot on open, swept of
+//! strays, and moved out of the sled tree of a store that kept its state
+//! there.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
 
 use cairn_storage::content::CONTENT_DIR;
 use cairn_storage::types::{Entry, LogId};
-use cairn_storage::{
-    keys, ArtifactFields, ArtifactMeta, Command, Precondition, Request, Store, StoredContent,
-};
+use cairn_storage::{keys, ArtifactFields, Command, Precondition, Request, Store, StoredContent};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload};
 
@@ -45,6 +44,11 @@ fn put(index: u64, id: &str, data: &[u8]) -> Entry {
     entry(index, command)
 }
 
+/// A record as the store's one codec encodes it.
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    cairn_storage::codec::encode(value).unwrap()
+}
+
 fn content_files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir.join(CONTENT_DIR))
         .unwrap()
@@ -63,21 +67,8 @@ fn read(store: &Store, id: &str) -> Option<Vec<u8>> {
     Some(stored.open().unwrap())
 }
 
-/// Waits (with a deadline) until the store's content folder holds `count` files.
-fn wait_for_files(dir: &Path, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while content_files(dir).len() != count {
-        assert!(
-            Instant::now() < deadline,
-            "content files stayed {:?}, expected {count}",
-            content_files(dir)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test]
-async fn a_replaced_version_keeps_its_file_until_a_durable_flush_then_loses_it() {
+async fn a_replaced_version_loses_its_file_once_the_batch_is_applied() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let mut sm = store.state_machine.clone();
@@ -88,9 +79,7 @@ async fn a_replaced_version_keeps_its_file_until_a_durable_flush_then_loses_it()
 
     sm.apply(vec![put(2, "a", &two)]).await.unwrap();
     assert_eq!(read(&store, "a").unwrap(), two);
-    // The timed durable flush deletes the first version's file.
-    wait_for_files(dir.path(), 1);
-    assert_eq!(read(&store, "a").unwrap(), two);
+    assert_eq!(content_files(dir.path()).len(), 1);
 
     let delete = Command::DeleteArtifact {
         id: "a".into(),
@@ -98,7 +87,58 @@ async fn a_replaced_version_keeps_its_file_until_a_durable_flush_then_loses_it()
     };
     sm.apply(vec![entry(3, delete)]).await.unwrap();
     assert_eq!(read(&store, "a"), None);
-    wait_for_files(dir.path(), 0);
+    assert_eq!(content_files(dir.path()).len(), 0);
+}
+
+/// Entries 3 to 5: "a" replaced by `data`, "b" deleted, "c" created.
+fn after_snapshot(data: &[u8]) -> Vec<Entry> {
+    let delete = Command::DeleteArtifact {
+        id: "b".into(),
+        precondition: Precondition::None,
+    };
+    vec![put(3, "a", data), entry(4, delete), put(5, "c", data)]
+}
+
+#[tokio::test]
+async fn a_reopened_store_is_its_newest_snapshot_with_the_content_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (noise(60_000, 8), noise(80_000, 9));
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut sm = store.state_machine.clone();
+        sm.apply(vec![put(1, "a", &one), put(2, "b", &one)])
+            .await
+            .unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(sm.durable_applied().load(Ordering::Acquire), 2);
+        // After the snapshot: "a" replaced (its snapshot version's file
+        // deleted), "b" deleted, "c" new. None of it is in the snapshot.
+        sm.apply(after_snapshot(&two)).await.unwrap();
+        assert_eq!(content_files(dir.path()).len(), 2);
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let mut sm = store.state_machine.clone();
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied.map(|l| l.index), Some(2));
+    assert_eq!(sm.durable_applied().load(Ordering::Acquire), 2);
+    // The snapshot's versions, their files written again where missing.
+    assert_eq!(read(&store, "a").unwrap(), one);
+    assert_eq!(read(&store, "b").unwrap(), one);
+    assert_eq!(read(&store, "c"), None);
+    assert_eq!(content_files(dir.path()).len(), 2);
+    let scrub = store.state_machine.reader().scrub().unwrap();
+    assert_eq!((scrub.checked, scrub.corrupt.len()), (2, 0));
+    // Re-applying the entries after it (as openraft does from the log)
+    // gives the state the store had before it closed.
+    sm.apply(after_snapshot(&two)).await.unwrap();
+    assert_eq!(read(&store, "a").unwrap(), two);
+    assert_eq!(read(&store, "b"), None);
+    assert_eq!(read(&store, "c").unwrap(), two);
+    assert_eq!(content_files(dir.path()).len(), 2);
 }
 
 #[tokio::test]
@@ -197,38 +237,69 @@ async fn a_missing_file_reads_as_damage_not_as_an_absent_artifact() {
 }
 
 #[tokio::test]
-async fn opening_moves_content_out_of_the_tree_and_removes_stray_files() {
+async fn opening_a_store_that_kept_its_state_in_sled_moves_it_into_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let data = noise(100_000, 7);
-    let stray = {
-        let store = Store::open(dir.path()).unwrap();
+    let (meta, stored) = {
+        let scratch = tempfile::tempdir().unwrap();
+        let store = Store::open(scratch.path()).unwrap();
         let mut sm = store.state_machine.clone();
         sm.apply(vec![put(1, "a", &data)]).await.unwrap();
-        // Write the content back into the tree as a store that kept it
-        // there would have it, and remove its file.
-        let (meta, stored) = store
+        store
             .state_machine
             .reader()
             .artifact_with_content("a")
             .unwrap()
-            .unwrap();
+            .unwrap()
+    };
+    let stray = {
+        // The records a store of the previous layout held in its sled
+        // `state` tree at applied index 2, content included, and no file.
+        let store = Store::open(dir.path()).unwrap();
         let tree = store.durable.db().open_tree(keys::STATE_TREE).unwrap();
-        let encoded = cairn_storage::codec::encode(&stored).unwrap();
-        tree.insert(keys::blob("a"), encoded).unwrap();
+        let applied = Some(LogId::new(CommittedLeaderId::new(1, 1), 2));
+        tree.insert(keys::APPLIED, encode(&applied)).unwrap();
+        tree.insert(keys::artifact("a"), encode(&meta)).unwrap();
+        tree.insert(keys::blob("a"), encode(&stored)).unwrap();
+        let record = cairn_storage::KvRecord {
+            key: "k".into(),
+            value: b"v".to_vec(),
+            version: 1,
+            revision: 2,
+            created_ms: 20,
+            updated_ms: 20,
+            expires_ms: None,
+        };
+        tree.insert(keys::kv("k"), encode(&record)).unwrap();
         store.durable.flush().unwrap();
-        let files = dir.path().join(CONTENT_DIR);
-        std::fs::remove_file(files.join(cairn_storage::content::file_name(&meta))).unwrap();
-        let stray = files.join("tmp-left-by-a-crash");
+        let stray = dir.path().join(CONTENT_DIR).join("tmp-left-by-a-crash");
         std::fs::write(&stray, b"half").unwrap();
         stray
     };
     let store = Store::open(dir.path()).unwrap();
+    let mut sm = store.state_machine.clone();
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied.map(|l| l.index), Some(2));
     assert_eq!(read(&store, "a").unwrap(), data);
+    let reader = store.state_machine.reader();
+    assert_eq!(
+        reader.kv("k").unwrap().map(|r| r.value),
+        Some(b"v".to_vec())
+    );
     assert!(!stray.exists());
     assert_eq!(content_files(dir.path()).len(), 1);
-    let tree = store.durable.db().open_tree(keys::STATE_TREE).unwrap();
-    assert!(tree.get(keys::blob("a")).unwrap().is_none());
-    let meta: ArtifactMeta =
-        cairn_storage::codec::decode(&tree.get(keys::artifact("a")).unwrap().unwrap()).unwrap();
-    assert_eq!(meta.size, data.len() as u64);
+    // The old tree is gone, and the state is durable as a snapshot.
+    let names = store.durable.db().tree_names();
+    assert!(!names.iter().any(|n| n == keys::STATE_TREE.as_bytes()));
+    let snapshot = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(snapshot.meta.last_log_id, applied);
+    drop((sm, reader, store));
+    // Opened again, the state comes from that snapshot.
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(read(&store, "a").unwrap(), data);
+    let reader = store.state_machine.reader();
+    assert_eq!(
+        reader.kv("k").unwrap().map(|r| r.value),
+        Some(b"v".to_vec())
+    );
 }

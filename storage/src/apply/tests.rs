@@ -4,11 +4,11 @@ use super::*;
 use crate::artifact::ArtifactMeta;
 use crate::command::{ArtifactFields, Fence, Idempotency, KvMeta};
 use crate::records::{KvRecord, LockRecord};
+use crate::state_tree::StateTree;
 use crate::StoredContent;
 
-fn tree() -> sled::Tree {
-    let db = sled::Config::new().temporary(true).open().unwrap();
-    db.open_tree("state").unwrap()
+fn tree() -> StateTree {
+    StateTree::new()
 }
 
 fn put(id: &str, body: &str, pre: Precondition) -> Command {
@@ -25,13 +25,13 @@ fn put(id: &str, body: &str, pre: Precondition) -> Command {
 }
 
 /// Applies each (index, request) in its own committed batch, like the state machine.
-fn run(tree: &sled::Tree, entries: &[(u64, Request)]) -> Vec<Response> {
+fn run(tree: &StateTree, entries: &[(u64, Request)]) -> Vec<Response> {
     entries
         .iter()
         .map(|(index, req)| {
             let mut view = Overlay::new(tree);
             let r = apply_request(&mut view, *index, req).unwrap();
-            tree.apply_batch(view.into_batch().0).unwrap();
+            tree.apply_batch(view.into_batch().0);
             r
         })
         .collect()
@@ -69,10 +69,10 @@ fn lock(r: &Response) -> &LockRecord {
     }
 }
 
-fn events(tree: &sled::Tree) -> Vec<(u64, EventKind, String)> {
+fn events(tree: &StateTree) -> Vec<(u64, EventKind, String)> {
     tree.scan_prefix(keys::EVENT_PREFIX)
         .map(|kv| {
-            let e: Event = decode(&kv.unwrap().1).unwrap();
+            let e: Event = decode(&kv.1).unwrap();
             (e.revision, e.kind, e.key)
         })
         .collect()
@@ -123,7 +123,7 @@ fn version_preconditions_reject_without_change() {
     assert_eq!(rs[2], conflict(Some(1)));
     assert_eq!(artifact(&rs[3]).version, 2);
     assert_eq!(rs[4], conflict(None));
-    assert!(t.get(keys::artifact("b")).unwrap().is_none());
+    assert!(t.get(&keys::artifact("b")).is_none());
 }
 
 #[test]
@@ -150,7 +150,7 @@ fn delete_honours_if_match_and_reports_missing() {
     );
     assert_eq!(rs[2], Response::Deleted { revision: 3 });
     assert_eq!(rs[3], Response::Rejected(Rejection::NotFound));
-    assert!(t.get(keys::artifact("a")).unwrap().is_none());
+    assert!(t.get(&keys::artifact("a")).is_none());
 }
 
 #[test]
@@ -212,12 +212,9 @@ fn kv_ttl_expires_on_the_replicated_clock_with_an_expire_event() {
             expires_ms: Some(1500)
         })
     );
-    assert!(
-        t.get(keys::kv("s")).unwrap().is_some(),
-        "not yet due at 1499"
-    );
+    assert!(t.get(&keys::kv("s")).is_some(), "not yet due at 1499");
     run(&t, &[(3, tick(1500))]);
-    assert!(t.get(keys::kv("s")).unwrap().is_none(), "due at 1500");
+    assert!(t.get(&keys::kv("s")).is_none(), "due at 1500");
     assert_eq!(
         events(&t),
         vec![
@@ -244,7 +241,7 @@ fn kv_overwrite_without_ttl_cancels_the_old_expiry() {
             (3, tick(5000)),
         ],
     );
-    assert!(t.get(keys::kv("s")).unwrap().is_some());
+    assert!(t.get(&keys::kv("s")).is_some());
     assert_eq!(t.scan_prefix(keys::EXPIRY_PREFIX).count(), 0);
 }
 
@@ -304,7 +301,7 @@ fn waiters_are_granted_first_come_first_served_on_release() {
     );
     assert_eq!(rs[1], Response::LockQueued { request: 2 });
     assert_eq!(rs[2], Response::LockQueued { request: 3 });
-    let held: LockRecord = decode(&t.get(keys::lock("L")).unwrap().unwrap()).unwrap();
+    let held: LockRecord = decode(&t.get(&keys::lock("L")).unwrap()).unwrap();
     assert_eq!((held.owner.as_str(), held.token, held.request), ("b", 4, 2));
     // c gives up: still queued, so it leaves and is told who holds the lock.
     let rs = run(
@@ -338,7 +335,7 @@ fn an_expired_lease_frees_the_lock_and_skips_waiters_past_their_deadline() {
             (4, tick(2_000)),
         ],
     );
-    let held: LockRecord = decode(&t.get(keys::lock("L")).unwrap().unwrap()).unwrap();
+    let held: LockRecord = decode(&t.get(&keys::lock("L")).unwrap()).unwrap();
     assert_eq!(
         (held.owner.as_str(), held.token, held.expires_ms),
         ("patient", 4, 3_000)
@@ -373,7 +370,7 @@ fn renew_extends_only_the_current_token() {
     );
     assert_eq!(lock(&rs[1]).expires_ms, 5_900);
     assert!(
-        t.get(keys::lock("L")).unwrap().is_some(),
+        t.get(&keys::lock("L")).is_some(),
         "renewed lease survives its first deadline"
     );
     assert_eq!(
@@ -437,9 +434,9 @@ fn instances_expire_and_refreshes_are_not_events() {
             (4, tick(1_899)),
         ],
     );
-    assert!(t.get(keys::instance("app-1")).unwrap().is_some());
+    assert!(t.get(&keys::instance("app-1")).is_some());
     run(&t, &[(5, tick(1_900))]);
-    assert!(t.get(keys::instance("app-1")).unwrap().is_none());
+    assert!(t.get(&keys::instance("app-1")).is_none());
     let kinds: Vec<_> = events(&t).into_iter().map(|(r, k, _)| (r, k)).collect();
     assert_eq!(
         kinds,
@@ -478,7 +475,7 @@ fn trimming_keeps_the_newest_events_and_raises_the_floor() {
     run(&t, &entries);
     let revisions: Vec<u64> = events(&t).into_iter().map(|(r, _, _)| r).collect();
     assert_eq!(revisions, vec![7, 8, 9, 10]);
-    let stats: HistoryStats = decode(&t.get(keys::EVENT_STATS).unwrap().unwrap()).unwrap();
+    let stats: HistoryStats = decode(&t.get(keys::EVENT_STATS).unwrap()).unwrap();
     assert_eq!(stats, HistoryStats { count: 4, floor: 6 });
 }
 
@@ -521,7 +518,7 @@ fn same_entries_give_identical_state_on_two_replicas() {
     let (a, b) = (tree(), tree());
     run(&a, &entries);
     run(&b, &entries);
-    let dump = |t: &sled::Tree| t.iter().map(|kv| kv.unwrap()).collect::<Vec<_>>();
+    let dump = |t: &StateTree| t.iter().collect::<Vec<_>>();
     assert_eq!(dump(&a), dump(&b));
 }
 
@@ -577,7 +574,7 @@ fn a_batch_applies_in_order_and_later_requests_see_earlier_ones() {
         })
     );
     assert_eq!(rs[3], Response::Rejected(Rejection::NotFound));
-    let record: KvRecord = decode(&t.get(keys::kv("k")).unwrap().unwrap()).unwrap();
+    let record: KvRecord = decode(&t.get(&keys::kv("k")).unwrap()).unwrap();
     assert_eq!(record.value, b"two");
     // Both puts are in the history, in order, under one revision.
     let e = events(&t);
@@ -634,7 +631,7 @@ fn lock_tokens_stay_unique_and_increasing_when_one_entry_grants_several() {
     let second = answers(&rs[1]);
     assert_eq!(second[0], Response::Released);
     // The release handed A to the waiter with a fresh token.
-    let held: LockRecord = decode(&t.get(keys::lock("A")).unwrap().unwrap()).unwrap();
+    let held: LockRecord = decode(&t.get(&keys::lock("A")).unwrap()).unwrap();
     assert_eq!(
         (held.owner.as_str(), held.token, held.request),
         ("c", 14, 12)
@@ -683,7 +680,7 @@ fn idempotency_keys_and_fences_hold_per_request_inside_a_batch() {
     let rs = answers(&rs[0]);
     // The retry inside the batch gets the first outcome and changes nothing.
     assert_eq!(rs[0], rs[1]);
-    let record: KvRecord = decode(&t.get(keys::kv("k")).unwrap().unwrap()).unwrap();
+    let record: KvRecord = decode(&t.get(&keys::kv("k")).unwrap()).unwrap();
     assert_eq!(record.value, b"first");
     // The fence names the token the batch granted before it.
     assert_eq!(lock(&rs[2]).token, 3);
@@ -705,7 +702,7 @@ fn garbage_is_purged_a_bounded_amount_per_request_and_never_counts_once_due() {
     };
     let entries: Vec<(u64, Request)> = (0..n).map(|i| (i + 1, keyed(i, 100))).collect();
     run(&t, &entries);
-    let records = |t: &sled::Tree| t.scan_prefix(keys::IDEMPOTENCY_PREFIX).count() as u64;
+    let records = |t: &StateTree| t.scan_prefix(keys::IDEMPOTENCY_PREFIX).count() as u64;
     assert_eq!(records(&t), n);
 
     // Long after they all fell due, one request purges only the oldest few.
@@ -728,10 +725,7 @@ fn garbage_is_purged_a_bounded_amount_per_request_and_never_counts_once_due() {
     for i in 0..4 {
         run(&t, &[(n + 3 + i, Request::new(later, Command::Tick))]);
     }
-    assert!(t
-        .get(keys::idempotency(&format!("key-{last}")))
-        .unwrap()
-        .is_some());
+    assert!(t.get(&keys::idempotency(&format!("key-{last}"))).is_some());
     assert_eq!(records(&t), 1);
 }
 
@@ -749,8 +743,7 @@ fn leases_expiring_in_one_entry_hand_their_locks_over_with_distinct_tokens() {
             (5, tick(1000)),
         ],
     );
-    let held =
-        |name: &str| -> LockRecord { decode(&t.get(keys::lock(name)).unwrap().unwrap()).unwrap() };
+    let held = |name: &str| -> LockRecord { decode(&t.get(&keys::lock(name)).unwrap()).unwrap() };
     let (a, b) = (held("A"), held("B"));
     assert_eq!((a.owner.as_str(), b.owner.as_str()), ("c", "d"));
     assert_ne!(
@@ -777,7 +770,7 @@ fn kv_version(r: &Response) -> u64 {
     }
 }
 
-fn count(t: &sled::Tree, prefix: &[u8]) -> usize {
+fn count(t: &StateTree, prefix: &[u8]) -> usize {
     t.scan_prefix(prefix).count()
 }
 
@@ -843,7 +836,7 @@ fn outcomes_below_acked_are_dropped_and_a_late_copy_is_refused() {
     // A copy of write 1 that was stuck while its sender gave up on it.
     let late = run(&t, &[(4, put(1, 0))]);
     assert_eq!(late[0], Response::Rejected(Rejection::Abandoned { seq: 1 }));
-    let stored: KvRecord = decode(&t.get(keys::kv("k")).unwrap().unwrap()).unwrap();
+    let stored: KvRecord = decode(&t.get(&keys::kv("k")).unwrap()).unwrap();
     assert_eq!(stored.version, 3, "the late copy changed nothing");
     // Another session's numbers are its own.
     let other = run(
@@ -899,11 +892,11 @@ fn a_long_awaited_write_frees_the_outcomes_behind_it_a_bounded_number_per_write(
 
 /// Applies one request and returns its answer with the content files its
 /// batch writes and drops.
-fn apply_one(t: &sled::Tree, index: u64, req: Request) -> (Response, Vec<String>, Vec<String>) {
+fn apply_one(t: &StateTree, index: u64, req: Request) -> (Response, Vec<String>, Vec<String>) {
     let mut view = Overlay::new(t);
     let r = apply_request(&mut view, index, &req).unwrap();
     let (batch, _, content) = view.into_batch();
-    t.apply_batch(batch).unwrap();
+    t.apply_batch(batch);
     (r, content.written.into_keys().collect(), content.dropped)
 }
 
