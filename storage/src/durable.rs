@@ -1,15 +1,18 @@
-//! Durable flushes of the sled database.
+//! Durable flushes of the sled database, and of the file system it is on.
 //!
 //! sled 0.34 flushes with `sync_file_range(2)` on Linux. That writes its
 //! pages out, but it neither persists the file's metadata (the log file grows
 //! with every new segment) nor flushes the device's write cache, and sled
 //! never syncs the separate files it writes for large pages (`blobs/`). Until
 //! the file system itself has synced, a power loss can take back writes that
-//! sled reports flushed. So every flush of the state machine that something
-//! relies on (before a snapshot, after an install, the timed flush the log's
-//! purges wait for, repairs, shutdown) goes through [`Durable::flush`],
-//! which ends with `syncfs(2)` on the store's folder. (The Raft log has a
-//! write-ahead log of its own, [`crate::log_store`].)
+//! sled reports flushed. So every flush that something relies on goes
+//! through [`Durable::flush`], which ends with `syncfs(2)` on the store's
+//! folder. sled now keeps only this replica's digests; the same sync also
+//! makes the artifact content files that apply wrote unsynced durable
+//! before a snapshot names them, and the files an install or a migration
+//! wrote before their state is durable ([`crate::content`]). (The Raft log
+//! has a write-ahead log of its own, [`crate::log_store`]; the applied
+//! state is durable as its newest snapshot, [`crate::state_machine`].)
 
 use std::fs::File;
 use std::io;

@@ -492,8 +492,11 @@ impl Shared {
     /// the newest snapshot. The caller holds the gate.
     pub(crate) fn install(&self, meta: &SnapshotMeta, path: &Path) -> Result<(), StoreError> {
         let named = self.load_image(meta, path, Existing::Overwrite)?;
-        // The image is durable (and the newest on open) once it is renamed
-        // into place; its content files were synced before.
+        // The image is durable (and the newest on open) once it is synced
+        // and renamed into place; its content files were synced before.
+        // Whoever received the file may have synced it already; this makes
+        // sure, since the log behind it is purged once this returns.
+        fs::File::open(path)?.sync_all()?;
         let dest = snapshot_path(&self.snapshot_dir, meta);
         fs::rename(path, &dest)?;
         sync_dir(&dest)?;
