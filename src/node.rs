@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use cairn_raft::network::PeerNetwork;
 use cairn_raft::pb::NodeInfo;
 use cairn_raft::propose::Proposer;
@@ -15,6 +16,7 @@ use cairn_storage::{Command, PeerNode, StateReader, Store};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::NodeConfig;
 use crate::forward::WriteOptions;
@@ -144,7 +146,11 @@ impl Node {
         let maintenance = crate::integrity::service::MaintenanceService::server(core.clone());
         let grpc_stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);
+            // Without TCP_NODELAY a reply's last HTTP/2 frames wait for the
+            // ACK of its first ones, which the peer delays by up to 40 ms:
+            // a Raft round (a write, a read index) then stalled that long.
+            // tonic sets it only on listeners it binds itself.
+            let incoming = TcpIncoming::from(raft_listener).with_nodelay(Some(true));
             let served = tonic::transport::Server::builder()
                 .add_service(service)
                 .add_service(maintenance)
@@ -165,6 +171,13 @@ impl Node {
         let app = crate::api::router(core.clone());
         let http_stop = stop.clone();
         tasks.push(tokio::spawn(async move {
+            // The same for the API: a response written in parts must not
+            // wait for the client's delayed ACK.
+            let api_listener = api_listener.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY on an API connection");
+                }
+            });
             let served = axum::serve(api_listener, app)
                 .with_graceful_shutdown(http_stop.cancelled_owned())
                 .await;
