@@ -22,7 +22,8 @@
 //! | `exp/<u64 BE ms><key>` | expiry index of user-visible TTLs and leases: `<key>` is due then; the leader ticks while it is not empty |
 //! | `gc/<u64 BE ms><key>` | housekeeping index (idempotency records, sessions), purged by any entry, never ticked for |
 
-/// Name of the sled tree holding the whole replicated state.
+/// Name of the sled tree in which stores written before the state moved
+/// into memory kept it; read once when such a store opens, then dropped.
 pub const STATE_TREE: &str = "state";
 /// Last applied log id.
 pub const APPLIED: &[u8] = b"sys/applied";

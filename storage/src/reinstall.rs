@@ -98,8 +98,8 @@ fn blocking_failed(e: tokio::task::JoinError) -> StoreError {
 }
 
 /// Applies `entries` (the caller holds the gate): on this task, or on a
-/// blocking thread when they touch content files, whose writes and fsyncs
-/// must not hold a runtime worker that heartbeats and votes also need.
+/// blocking thread when they touch content files, whose writes (and
+/// removals) must not hold a runtime worker that heartbeats and votes also need.
 async fn apply_now(shared: &Arc<Shared>, entries: Vec<Entry>) -> Result<Vec<Response>, StoreError> {
     let touches_files = entries.iter().any(|e| {
         matches!(&e.payload, openraft::EntryPayload::Normal(r) if r.command.touches_content_files())
