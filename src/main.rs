@@ -1,19 +1,12 @@
 //! The `cairn` command: run a node, or administer a cluster.
 
 mod admin_cli;
+mod allocator;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use cairn::{Node, NodeConfig};
-
-/// The `cairn` binary allocates with mimalloc: the request, replication and
-/// apply paths make many short-lived allocations across threads, where glibc's
-/// allocator spent about a fifth of a busy node's CPU. Transparent huge pages
-/// are left off (`no_thp`) so that a quiet node stays small. Embedders choose
-/// their own allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +39,7 @@ fn init_tracing() {
 }
 
 async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+    allocator::spawn_collector().context("starting the memory collector")?;
     let node = Node::start(config).await.context("starting the node")?;
     shutdown_signal().await;
     node.shutdown().await.context("shutting down")?;
