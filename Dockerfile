@@ -8,15 +8,17 @@
 # images below locally under these same names first.
 
 # The workspace reduced to what decides its dependencies: manifests, the
-# lock, build scripts and their protos, and every other Rust file replaced
-# by a stub. Editing Cairn's code leaves this skeleton byte-identical, so
-# the dependency layer below is reused; new crates need no change here.
+# lock, build scripts and their protos, the patched crates in vendor/ whole
+# (they are dependencies), and every other Rust file replaced by a stub.
+# Editing Cairn's code leaves this skeleton byte-identical, so the
+# dependency layer below is reused; new crates need no change here.
 FROM rust:1-bookworm AS skeleton
 WORKDIR /src
 COPY . .
-RUN find . -type f ! -name Cargo.toml ! -name Cargo.lock ! -name build.rs \
-      ! -name '*.proto' ! -name '*.rs' -delete \
- && find . -name '*.rs' ! -name build.rs -exec sh -c 'for f; do echo "fn main() { }" >"$f"; done' sh {} + \
+RUN find . -path ./vendor -prune -o -type f ! -name Cargo.toml ! -name Cargo.lock \
+      ! -name build.rs ! -name '*.proto' ! -name '*.rs' -exec rm {} + \
+ && find . -path ./vendor -prune -o -name '*.rs' ! -name build.rs \
+      -exec sh -c 'for f; do echo "fn main() { }" >"$f"; done' sh {} + \
  && find . -type d -empty -delete
 
 FROM rust:1-bookworm AS build
@@ -26,7 +28,7 @@ RUN cargo build --release --locked -p cairn
 COPY . .
 # COPY keeps the files' original times, older than the stubs' build: touch
 # them so Cargo rebuilds the workspace crates from the real sources.
-RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \
+RUN find . \( -path ./target -o -path ./vendor \) -prune -o -name '*.rs' -exec touch {} + \
  && cargo build --release --locked -p cairn \
  && install -D -m 0755 target/release/cairn /out/cairn
 
