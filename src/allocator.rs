@@ -1,11 +1,11 @@
-//! The `cairn` binary's allocator, and the task that hands its idle memory
+//! The `cairn` binary's allocator, and the thread that hands its idle memory
 //! back to the system.
 //!
-//! mimalloc frees lazily: memory a burst of requests released is returned to
-//! the system only when the allocator runs again, so a node that goes quiet
-//! after load keeps tens of MiB it no longer uses. A periodic forced collect
-//! returns that memory (the arenas' pending purges are process-wide); on a
-//! busy node it costs one short call per period.
+//! mimalloc returns freed memory lazily, when the allocator next runs in the
+//! thread that freed it, so a node that goes quiet after load kept 10–15 MiB
+//! it no longer used (docs/BENCHMARKS.md, "Memory at start and after load").
+//! A periodic forced collect returns it: the arenas' pending purges are
+//! process-wide, so one thread's call serves all of them.
 
 use std::time::Duration;
 
