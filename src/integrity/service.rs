@@ -234,7 +234,8 @@ pub async fn fetch_state(
     while let Some(chunk) = stream.message().await.map_err(status_text)? {
         out.write_all(&chunk.data).await.map_err(io)?;
     }
-    out.sync_all().await.map_err(io)
+    // Written through, not synced: installing the image syncs it.
+    out.flush().await.map_err(io)
 }
 
 /// Asks the member at `addr` to re-install its state from member `source`.

@@ -494,8 +494,8 @@ impl Shared {
         let named = self.load_image(meta, path, Existing::Overwrite)?;
         // The image is durable (and the newest on open) once it is synced
         // and renamed into place; its content files were synced before.
-        // Whoever received the file may have synced it already; this makes
-        // sure, since the log behind it is purged once this returns.
+        // Receivers only write the file: every received image is synced
+        // here, before the log behind it is purged.
         fs::File::open(path)?.sync_all()?;
         let dest = snapshot_path(&self.snapshot_dir, meta);
         fs::rename(path, &dest)?;
