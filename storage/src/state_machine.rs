@@ -13,7 +13,7 @@
 //! the content files it names, and every acknowledged write is durable in
 //! the log before it is applied anywhere.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +30,7 @@ use crate::error::{raft_io_error, StoreError};
 use crate::event::{Event, HistoryStats};
 use crate::records::{InstanceRecord, KvRecord, LockRecord};
 use crate::snapshot::{read_meta, read_snapshot, sync_dir, SnapshotFile, SnapshotWriter};
-use crate::state_tree::{Scan, StateTree};
+use crate::state_tree::{Map, Scan, StateTree};
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::view::Overlay;
 use crate::{keys, Response};
@@ -230,7 +230,7 @@ impl Shared {
         path: &Path,
         existing: Existing,
     ) -> Result<HashSet<String>, StoreError> {
-        let mut map = BTreeMap::new();
+        let mut map = Map::new();
         // Metadata sorts before content (`art/` < `blob/`), so each content
         // record finds the version it belongs to.
         let mut metas: std::collections::HashMap<String, ArtifactMeta> = Default::default();
@@ -252,7 +252,7 @@ impl Shared {
                 let meta: ArtifactMeta = decode(&v)?;
                 metas.insert(meta.id.clone(), meta);
             }
-            map.insert(k, v);
+            map.insert(k.into_boxed_slice(), v.into_boxed_slice());
             Ok(())
         })?;
         if file_meta.last_log_id != meta.last_log_id {
@@ -266,8 +266,11 @@ impl Shared {
             // before anything relies on the state that names them.
             self.durable.flush()?;
         }
-        map.insert(keys::APPLIED.to_vec(), encode(&meta.last_log_id)?);
-        map.insert(keys::MEMBERSHIP.to_vec(), encode(&meta.last_membership)?);
+        map.insert(keys::APPLIED.into(), encode(&meta.last_log_id)?.into());
+        map.insert(
+            keys::MEMBERSHIP.into(),
+            encode(&meta.last_membership)?.into(),
+        );
         self.state.replace(map);
         Ok(metas.values().map(file_name).collect())
     }
@@ -290,10 +293,10 @@ impl Shared {
             db.drop_tree(keys::STATE_TREE)?;
             return Ok(false);
         }
-        let mut map = BTreeMap::new();
+        let mut map = Map::new();
         for item in old.iter() {
             let (k, v) = item?;
-            map.insert(k.to_vec(), v.to_vec());
+            map.insert(k.as_ref().into(), v.as_ref().into());
         }
         self.state.replace(map);
         self.move_content_out_of_the_tree()?;

@@ -1,4 +1,5 @@
-//! The applied state, held in memory as one ordered map.
+//! The applied state, held in memory as one ordered map (the watch
+//! history's records apart, in a form of their own: [`history`]).
 //!
 //! Every replicated record is small (artifact content lives in files,
 //! [`crate::content`]), so the whole state fits in memory, and applying an
@@ -13,9 +14,13 @@
 //! scan reads chunk by chunk and, like any scan beside a writer, may see
 //! later batches in its later chunks.
 
+mod history;
+
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use history::History;
 
 /// Pairs read under one lock by a scan before it lets writers in again.
 const SCAN_CHUNK: usize = 128;
@@ -23,10 +28,43 @@ const SCAN_CHUNK: usize = 128;
 /// Writes applied together: `None` removes the key.
 pub type Batch = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
+/// The map behind a [`StateTree`]. Keys and values are boxed slices rather
+/// than vectors: a `Vec`'s capacity word is 8 bytes per key and per value in
+/// every B-tree slot, and a map filled in key order leaves its nodes about
+/// half full, so the two words cost about 30 bytes per entry across the
+/// hundreds of thousands of small records a busy store holds.
+pub type Map = BTreeMap<Box<[u8]>, Box<[u8]>>;
+
 /// The applied state: keys to values, in key order.
 #[derive(Clone, Default)]
 pub struct StateTree {
-    map: Arc<RwLock<BTreeMap<Vec<u8>, Vec<u8>>>>,
+    inner: Arc<RwLock<Inner>>,
+}
+
+/// The records, split by shape; every read sees them as one ordered map.
+#[derive(Default)]
+struct Inner {
+    map: Map,
+    history: History,
+}
+
+impl Inner {
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        match history::suffix(&key) {
+            Some(s) => self.history.insert(s, value.into_boxed_slice()),
+            None => {
+                self.map
+                    .insert(key.into_boxed_slice(), value.into_boxed_slice());
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<Box<[u8]>> {
+        match history::suffix(key) {
+            Some(s) => self.history.remove(&s),
+            None => self.map.remove(key),
+        }
+    }
 }
 
 impl StateTree {
@@ -35,19 +73,23 @@ impl StateTree {
         Self::default()
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
         // A panic under the lock cannot leave the map half-updated: a batch
         // is a series of single inserts and removes, each complete.
-        self.map.read().unwrap_or_else(|p| p.into_inner())
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
-        self.map.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.read().get(key).cloned()
+        let inner = self.read();
+        match history::suffix(key) {
+            Some(s) => inner.history.get(&s).map(<[u8]>::to_vec),
+            None => inner.map.get(key).map(|v| v.to_vec()),
+        }
     }
 
     /// Sets `key` to `value`.
@@ -57,38 +99,38 @@ impl StateTree {
 
     /// Removes `key`, returning its value.
     pub fn remove(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.write().remove(key)
+        self.write().remove(key).map(Vec::from)
     }
 
     /// Applies `batch` in order, seen by readers all at once.
     pub fn apply_batch(&self, batch: Batch) {
-        let mut map = self.write();
+        let mut inner = self.write();
         for (key, value) in batch {
             match value {
-                Some(value) => {
-                    map.insert(key, value);
-                }
+                Some(value) => inner.insert(key, value),
                 None => {
-                    map.remove(&key);
+                    inner.remove(&key);
                 }
             }
         }
     }
 
     /// Replaces the whole state with `map`.
-    pub fn replace(&self, map: BTreeMap<Vec<u8>, Vec<u8>>) {
-        // The old map is dropped after the lock is released.
-        let _old = std::mem::replace(&mut *self.write(), map);
+    pub fn replace(&self, mut map: Map) {
+        let history = History::split_from(&mut map);
+        // The old state is dropped after the lock is released.
+        let _old = std::mem::replace(&mut *self.write(), Inner { map, history });
     }
 
     /// How many keys the tree holds.
     pub fn len(&self) -> usize {
-        self.read().len()
+        let inner = self.read();
+        inner.map.len() + inner.history.len()
     }
 
     /// Whether the tree holds no key.
     pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
+        self.len() == 0
     }
 
     /// Pairs with keys in `[start, end)` (to the last key when `end` is
@@ -121,7 +163,7 @@ impl StateTree {
         end: Option<&[u8]>,
         out: &mut Vec<(Vec<u8>, Vec<u8>)>,
     ) {
-        let map = self.read();
+        let inner = self.read();
         let upper = match end {
             Some(end) => Bound::Excluded(end),
             None => Bound::Unbounded,
@@ -137,11 +179,27 @@ impl StateTree {
                 return;
             }
         }
-        out.extend(
-            map.range::<[u8], _>((lower, upper))
-                .take(SCAN_CHUNK)
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
+        let mut pairs = inner
+            .map
+            .range::<[u8], _>((lower, upper))
+            .take(SCAN_CHUNK)
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .peekable();
+        let mut events = inner.history.range(lower, upper, SCAN_CHUNK).peekable();
+        // Merge the two ordered runs; keys are never in both.
+        while out.len() < SCAN_CHUNK {
+            let from_map = match (pairs.peek(), events.peek()) {
+                (Some((a, _)), Some((b, _))) => a < b,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            out.extend(if from_map {
+                pairs.next()
+            } else {
+                events.next()
+            });
+        }
     }
 }
 
@@ -221,6 +279,86 @@ mod tests {
         assert_eq!(tree.get(b"b"), Some(b"2".to_vec()));
         assert_eq!(tree.get(b"c"), Some(b"4".to_vec()));
         assert_eq!(tree.len(), 2);
+    }
+
+    fn event_key(revision: u64, seq: u32) -> Vec<u8> {
+        crate::keys::event(revision, seq)
+    }
+
+    #[test]
+    fn history_records_read_as_one_ordered_map_with_the_rest() {
+        let tree = StateTree::new();
+        let n = SCAN_CHUNK as u64 * 2 + 5;
+        // Out of order on purpose, with a replacement and a removal.
+        for r in (1..=n).rev() {
+            tree.insert(event_key(r, 0), r.to_le_bytes().to_vec());
+        }
+        tree.insert(event_key(3, 0), b"again".to_vec());
+        tree.insert(event_key(3, 1), b"second".to_vec());
+        assert_eq!(
+            tree.remove(&event_key(4, 0)),
+            Some(4u64.to_le_bytes().to_vec())
+        );
+        assert_eq!(tree.remove(&event_key(4, 0)), None);
+        // Neighbours on both sides, and an `ev/` key of another shape.
+        tree.insert(b"ev".to_vec(), b"before".to_vec());
+        tree.insert(b"ev/odd".to_vec(), b"map".to_vec());
+        tree.insert(b"ew".to_vec(), b"after".to_vec());
+        assert_eq!(tree.get(&event_key(3, 0)), Some(b"again".to_vec()));
+        assert_eq!(tree.get(b"ev/odd"), Some(b"map".to_vec()));
+        // n events, one more at revision 3, one removed, three others.
+        assert_eq!(tree.len(), n as usize + 3);
+
+        let mut expected: Vec<Vec<u8>> = (1..=n)
+            .filter(|r| *r != 4)
+            .map(|r| event_key(r, 0))
+            .chain([
+                event_key(3, 1),
+                b"ev".to_vec(),
+                b"ev/odd".to_vec(),
+                b"ew".to_vec(),
+            ])
+            .collect();
+        expected.sort();
+        let keys: Vec<_> = tree.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, expected);
+        let events: Vec<_> = tree
+            .scan_prefix(crate::keys::EVENT_PREFIX)
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(events, expected[1..expected.len() - 1]);
+        let from: Vec<_> = tree
+            .range(&crate::keys::event_from(n - 1), None)
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            from,
+            [
+                event_key(n - 1, 0),
+                event_key(n, 0),
+                b"ev/odd".to_vec(),
+                b"ew".to_vec()
+            ]
+        );
+
+        // A whole image put in place reads back the same.
+        let image: Map = tree
+            .iter()
+            .map(|(k, v)| (k.into_boxed_slice(), v.into_boxed_slice()))
+            .collect();
+        let copy = StateTree::new();
+        copy.replace(image);
+        assert_eq!(
+            copy.iter().collect::<Vec<_>>(),
+            tree.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(copy.len(), tree.len());
+        copy.apply_batch(vec![
+            (event_key(1, 0), None),
+            (event_key(n + 1, 0), Some(Vec::new())),
+        ]);
+        assert_eq!(copy.get(&event_key(1, 0)), None);
+        assert_eq!(copy.get(&event_key(n + 1, 0)), Some(Vec::new()));
     }
 
     #[test]
