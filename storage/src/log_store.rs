@@ -37,10 +37,12 @@ use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 /// Largest chunk file. A chunk's payloads stay cached until the chunk is
 /// closed and synced, and a whole chunk is read at once on start, so this
 /// bounds the log's memory; purged chunks are deleted whole.
-const CHUNK_BYTES: usize = 4 * 1024 * 1024;
-/// Payloads of closed chunks kept in memory for replication reads (a
-/// follower that is up to date is served from the open chunk's cache).
-const CACHE_BYTES: usize = 4 * 1024 * 1024;
+const CHUNK_BYTES: usize = 2 * 1024 * 1024;
+/// Payloads of closed chunks kept in memory for replication reads. A
+/// follower that is up to date is served from the open chunk's cache, so
+/// this only spares a lagging one a read from the file; kept small because
+/// an idle node holds it whole after a burst of large artifacts.
+const CACHE_BYTES: usize = 1024 * 1024;
 const CACHE_ITEMS: usize = 8192;
 /// How long the flush worker waits for more writes before it syncs: not at
 /// all, since openraft hands over one append at a time and waits for it.
