@@ -74,17 +74,18 @@ impl History {
         upper: Bound<&[u8]>,
         limit: usize,
     ) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
-        let at = |bound: Bound<&[u8]>, past_equal: bool| match bound {
-            Bound::Included(b) | Bound::Excluded(b) => self.records.partition_point(|(s, _)| {
-                let order = compare(s, b);
-                order.is_lt() || (past_equal && order.is_eq())
-            }),
+        // How many records sort before `b`, or before or at it.
+        let before = |b: &[u8]| self.records.partition_point(|(s, _)| compare(s, b).is_lt());
+        let through = |b: &[u8]| self.records.partition_point(|(s, _)| compare(s, b).is_le());
+        let start = match lower {
+            Bound::Included(b) => before(b),
+            Bound::Excluded(b) => through(b),
             Bound::Unbounded => 0,
         };
-        let start = at(lower, matches!(lower, Bound::Excluded(_)));
         let end = match upper {
+            Bound::Included(b) => through(b),
+            Bound::Excluded(b) => before(b),
             Bound::Unbounded => self.records.len(),
-            bound => at(bound, matches!(upper, Bound::Included(_))),
         };
         self.records
             .range(start..end.max(start))
