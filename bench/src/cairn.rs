@@ -1,10 +1,14 @@
 //! A local three-node Cairn cluster driven over its HTTP API.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use hyper::Method;
 use serde::Deserialize;
 
+use crate::http1::{Answer, Conn};
 use crate::procs::Proc;
 use crate::workload::{self, Workload};
 
@@ -115,11 +119,15 @@ impl Cairn {
     }
 }
 
-/// A handle the workers share: one HTTP connection pool, the node URLs.
+/// A handle the workers share: each worker's own connection to its node
+/// (round-robin over the nodes), and a pooled client for the failover
+/// probes, which send several requests to one node at once.
 #[derive(Clone)]
 pub struct CairnClient {
     http: reqwest::Client,
     urls: Vec<String>,
+    /// `conns[worker]`.
+    conns: Arc<Vec<Conn>>,
 }
 
 fn expect_ok(r: reqwest::Result<reqwest::Response>) -> Result<reqwest::Response, String> {
@@ -131,24 +139,38 @@ fn expect_ok(r: reqwest::Result<reqwest::Response>) -> Result<reqwest::Response,
     }
 }
 
+fn expect_success(answer: Answer) -> Result<Bytes, String> {
+    if (200..300).contains(&answer.status) {
+        Ok(answer.body)
+    } else {
+        Err(format!("HTTP {}", answer.status))
+    }
+}
+
 impl CairnClient {
     /// A client spreading workers over the nodes round-robin.
     pub fn new(cluster: &Cairn, concurrency: usize) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(concurrency.max(1))
             .build()?;
+        let conns = (0..concurrency.max(1))
+            .map(|worker| {
+                let url = &cluster.urls[worker % cluster.urls.len()];
+                Conn::new(url.trim_start_matches("http://").to_string())
+            })
+            .collect();
         Ok(Self {
             http,
             urls: cluster.urls.clone(),
+            conns: Arc::new(conns),
         })
     }
 
-    fn node(&self, worker: usize) -> &str {
-        &self.urls[worker % self.urls.len()]
+    fn conn(&self, worker: usize) -> &Conn {
+        &self.conns[worker % self.conns.len()]
     }
 
-    /// A 256 B put through node `node`, used by failover probes too.
+    /// A 256 B put through node `node`, for the failover probes.
     pub async fn put_via(&self, node: usize, key: &str, value: Vec<u8>) -> Result<u64, String> {
         let url = format!("{}/v1/kv/{key}", self.urls[node]);
         let len = value.len() as u64;
@@ -156,71 +178,82 @@ impl CairnClient {
         Ok(len)
     }
 
-    /// An artifact content put through the node `worker` maps to.
+    /// An artifact content put through worker `worker`'s connection.
     pub async fn put_artifact(
         &self,
         worker: usize,
         id: &str,
         body: Vec<u8>,
     ) -> Result<u64, String> {
-        let url = format!("{}/v1/artifacts/{id}/content?kind=bench", self.node(worker));
+        let path = format!("/v1/artifacts/{id}/content?kind=bench");
         let len = body.len() as u64;
-        let req = self
-            .http
-            .put(url)
-            .header("content-type", "application/octet-stream")
-            .body(body);
-        expect_ok(req.send().await)?;
+        self.send(worker, Method::PUT, &path, Some((body.into(), false)))
+            .await?;
         Ok(len)
     }
 
-    async fn get(&self, url: String) -> Result<u64, String> {
-        let r = expect_ok(self.http.get(url).send().await)?;
-        let body = r.bytes().await.map_err(|e| e.to_string())?;
-        Ok(body.len() as u64)
+    async fn send(
+        &self,
+        worker: usize,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, bool)>,
+    ) -> Result<Bytes, String> {
+        expect_success(self.conn(worker).send(method, path, body).await?)
+    }
+
+    async fn get(&self, worker: usize, path: &str) -> Result<u64, String> {
+        Ok(self.send(worker, Method::GET, path, None).await?.len() as u64)
     }
 
     /// One operation of `w`.
     pub async fn run(&self, w: Workload, worker: usize, seq: u64) -> Result<u64, String> {
-        let node = self.node(worker);
         match w {
             Workload::Put => {
-                self.put_via(
-                    worker % self.urls.len(),
-                    &workload::put_key(worker, seq),
-                    w.payload(),
+                let path = format!("/v1/kv/{}", workload::put_key(worker, seq));
+                let value = Bytes::from(w.payload());
+                let len = value.len() as u64;
+                self.send(worker, Method::PUT, &path, Some((value, false)))
+                    .await?;
+                Ok(len)
+            }
+            Workload::GetLinearizable => {
+                self.get(
+                    worker,
+                    &format!("/v1/kv/{}", workload::read_key(worker, seq)),
                 )
                 .await
             }
-            Workload::GetLinearizable => {
-                self.get(format!("{node}/v1/kv/{}", workload::read_key(worker, seq)))
-                    .await
-            }
             Workload::GetStale => {
-                self.get(format!(
-                    "{node}/v1/kv/{}?consistency=stale",
-                    workload::read_key(worker, seq)
-                ))
+                self.get(
+                    worker,
+                    &format!(
+                        "/v1/kv/{}?consistency=stale",
+                        workload::read_key(worker, seq)
+                    ),
+                )
                 .await
             }
             Workload::Lock => {
                 let name = workload::lock_name(worker);
                 let body = serde_json::json!({"owner": format!("w{worker}"), "ttl_ms": workload::LEASE_TTL_S * 1000});
-                let r = expect_ok(
-                    self.http
-                        .post(format!("{node}/v1/locks/{name}/acquire"))
-                        .json(&body)
-                        .send()
-                        .await,
-                )?;
-                let grant: Grant = r.json().await.map_err(|e| e.to_string())?;
-                expect_ok(
-                    self.http
-                        .post(format!("{node}/v1/locks/{name}/release"))
-                        .json(&serde_json::json!({"token": grant.token}))
-                        .send()
-                        .await,
-                )?;
+                let grant = self
+                    .send(
+                        worker,
+                        Method::POST,
+                        &format!("/v1/locks/{name}/acquire"),
+                        Some((Bytes::from(body.to_string()), true)),
+                    )
+                    .await?;
+                let grant: Grant = serde_json::from_slice(&grant).map_err(|e| e.to_string())?;
+                let release = serde_json::json!({"token": grant.token});
+                self.send(
+                    worker,
+                    Method::POST,
+                    &format!("/v1/locks/{name}/release"),
+                    Some((Bytes::from(release.to_string()), true)),
+                )
+                .await?;
                 Ok(0)
             }
             Workload::ArtifactPut(size) => {
@@ -233,7 +266,8 @@ impl CairnClient {
             }
             Workload::ArtifactGet(size) => {
                 let id = workload::artifact_id(size, worker, seq, true);
-                self.get(format!("{node}/v1/artifacts/{id}/content")).await
+                self.get(worker, &format!("/v1/artifacts/{id}/content"))
+                    .await
             }
         }
     }

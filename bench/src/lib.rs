@@ -10,6 +10,7 @@
 pub mod cairn;
 pub mod driver;
 pub mod etcd;
+pub mod http1;
 pub mod plot;
 pub mod procs;
 pub mod redis;
