@@ -8,7 +8,7 @@ use bytes::Bytes;
 use hyper::Method;
 use serde::Deserialize;
 
-use crate::http1::{Answer, Conn};
+use crate::http1::Conn;
 use crate::procs::Proc;
 use crate::workload::{self, Workload};
 
@@ -139,14 +139,6 @@ fn expect_ok(r: reqwest::Result<reqwest::Response>) -> Result<reqwest::Response,
     }
 }
 
-fn expect_success(answer: Answer) -> Result<Bytes, String> {
-    if (200..300).contains(&answer.status) {
-        Ok(answer.body)
-    } else {
-        Err(format!("HTTP {}", answer.status))
-    }
-}
-
 impl CairnClient {
     /// A client spreading workers over the nodes round-robin.
     pub fn new(cluster: &Cairn, concurrency: usize) -> reqwest::Result<Self> {
@@ -187,23 +179,28 @@ impl CairnClient {
     ) -> Result<u64, String> {
         let path = format!("/v1/artifacts/{id}/content?kind=bench");
         let len = body.len() as u64;
-        self.send(worker, Method::PUT, &path, Some((body.into(), false)))
-            .await?;
+        self.put_octets(worker, &path, body.into()).await?;
         Ok(len)
     }
 
-    async fn send(
+    async fn put_octets(&self, worker: usize, path: &str, body: Bytes) -> Result<Bytes, String> {
+        let body = Some((body, "application/octet-stream"));
+        self.conn(worker).send(Method::PUT, path, body).await
+    }
+
+    async fn post_json(
         &self,
         worker: usize,
-        method: Method,
         path: &str,
-        body: Option<(Bytes, bool)>,
+        body: &serde_json::Value,
     ) -> Result<Bytes, String> {
-        expect_success(self.conn(worker).send(method, path, body).await?)
+        let body = Some((Bytes::from(body.to_string()), "application/json"));
+        self.conn(worker).send(Method::POST, path, body).await
     }
 
     async fn get(&self, worker: usize, path: &str) -> Result<u64, String> {
-        Ok(self.send(worker, Method::GET, path, None).await?.len() as u64)
+        let body = self.conn(worker).send(Method::GET, path, None).await?;
+        Ok(body.len() as u64)
     }
 
     /// One operation of `w`.
@@ -213,8 +210,7 @@ impl CairnClient {
                 let path = format!("/v1/kv/{}", workload::put_key(worker, seq));
                 let value = Bytes::from(w.payload());
                 let len = value.len() as u64;
-                self.send(worker, Method::PUT, &path, Some((value, false)))
-                    .await?;
+                self.put_octets(worker, &path, value).await?;
                 Ok(len)
             }
             Workload::GetLinearizable => {
@@ -238,22 +234,12 @@ impl CairnClient {
                 let name = workload::lock_name(worker);
                 let body = serde_json::json!({"owner": format!("w{worker}"), "ttl_ms": workload::LEASE_TTL_S * 1000});
                 let grant = self
-                    .send(
-                        worker,
-                        Method::POST,
-                        &format!("/v1/locks/{name}/acquire"),
-                        Some((Bytes::from(body.to_string()), true)),
-                    )
+                    .post_json(worker, &format!("/v1/locks/{name}/acquire"), &body)
                     .await?;
                 let grant: Grant = serde_json::from_slice(&grant).map_err(|e| e.to_string())?;
                 let release = serde_json::json!({"token": grant.token});
-                self.send(
-                    worker,
-                    Method::POST,
-                    &format!("/v1/locks/{name}/release"),
-                    Some((Bytes::from(release.to_string()), true)),
-                )
-                .await?;
+                self.post_json(worker, &format!("/v1/locks/{name}/release"), &release)
+                    .await?;
                 Ok(0)
             }
             Workload::ArtifactPut(size) => {

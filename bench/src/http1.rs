@@ -24,14 +24,6 @@ use tokio::sync::Mutex;
 /// limit the etcd client's channels have).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A response's status and whole body.
-pub struct Answer {
-    /// HTTP status code.
-    pub status: u16,
-    /// The body.
-    pub body: Bytes,
-}
-
 /// A worker's connection to one node.
 pub struct Conn {
     /// `host:port` of the node.
@@ -61,14 +53,15 @@ impl Conn {
         Ok(sender)
     }
 
-    /// Sends one request (`path` with its query) and reads the whole answer.
-    /// JSON bodies are marked so; anything else is sent as octets.
+    /// Sends one request (`path` with its query, and a body with its
+    /// content type) and returns the whole body of a 2xx answer; any other
+    /// status is an error.
     pub async fn send(
         &self,
         method: Method,
         path: &str,
-        body: Option<(Bytes, bool)>,
-    ) -> Result<Answer, String> {
+        body: Option<(Bytes, &'static str)>,
+    ) -> Result<Bytes, String> {
         let mut slot = self.sender.lock().await;
         let mut sender = match slot.take() {
             Some(s) if !s.is_closed() => s,
@@ -79,13 +72,8 @@ impl Conn {
             .uri(path)
             .header(HOST, self.authority.as_str());
         let body = match body {
-            Some((bytes, json)) => {
-                let kind = if json {
-                    "application/json"
-                } else {
-                    "application/octet-stream"
-                };
-                request = request.header(CONTENT_TYPE, kind);
+            Some((bytes, content_type)) => {
+                request = request.header(CONTENT_TYPE, content_type);
                 bytes
             }
             None => Bytes::new(),
@@ -97,20 +85,24 @@ impl Conn {
                 .send_request(request)
                 .await
                 .map_err(|e| e.to_string())?;
-            let status = response.status().as_u16();
+            let status = response.status();
             let body = response
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| e.to_string())?
                 .to_bytes();
-            Ok::<_, String>(Answer { status, body })
+            Ok::<_, String>((status, body))
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
-            Ok(Ok(answer)) => {
+            Ok(Ok((status, body))) => {
                 // Only a connection that finished its exchange is reused.
                 *slot = Some(sender);
-                Ok(answer)
+                if status.is_success() {
+                    Ok(body)
+                } else {
+                    Err(format!("HTTP {status}"))
+                }
             }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("no answer within {REQUEST_TIMEOUT:?}")),

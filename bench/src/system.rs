@@ -190,12 +190,14 @@ impl Cluster {
                 .collect(),
             _ => return Ok(()),
         };
-        let results: Vec<Result<u64, String>> = stream::iter(writes)
-            .map(|(key, artifact)| {
+        let results: Vec<Result<u64, String>> = stream::iter(writes.into_iter().enumerate())
+            .map(|(i, (key, artifact))| {
                 let client = client.clone();
                 async move {
                     match (&client, artifact) {
-                        (Client::Cairn(c), true) => c.put_artifact(0, &key, w.payload()).await,
+                        // Spread over the workers' connections, so that the
+                        // uploads do not queue on one of them.
+                        (Client::Cairn(c), true) => c.put_artifact(i, &key, w.payload()).await,
                         _ => client.put_via(0, &key, w.payload()).await,
                     }
                 }

@@ -4,7 +4,11 @@ use std::time::Duration;
 
 /// Default leader heartbeat interval, in milliseconds.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
-/// Default election timeout lower bound, in milliseconds.
+/// Default election timeout lower bound, in milliseconds: two heartbeats.
+/// openraft 0.9 gives an AppendEntries one heartbeat before it counts as
+/// failed, and the leader's next call to that follower goes out only then;
+/// at 1.5 heartbeats one such timeout under saturating load now and then
+/// started an election while the leader was alive.
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 200;
 
 /// The Raft knobs a node exposes.
@@ -45,13 +49,10 @@ impl RaftSettings {
             // timeout on top, so a failover takes max + [min, max). A narrow
             // band keeps that short at the defaults (500–600 ms plus up to
             // one tick of 1.5 heartbeats) while still spreading candidates
-            // apart. The lower bound is two heartbeats: a leader whose
-            // AppendEntries to a follower times out (after one heartbeat)
-            // under saturating load reaches it with the next call, and at 1.5
-            // heartbeats such stalls now and then started an election. The
-            // heartbeat stays at 100 ms because openraft 0.9 also gives every
-            // AppendEntries one heartbeat interval to complete: shorter, and a
-            // 16 MiB artifact cannot reach a busy follower in time.
+            // apart. The heartbeat stays at 100 ms because openraft 0.9 also
+            // gives every AppendEntries one heartbeat interval to complete:
+            // shorter, and a 16 MiB artifact cannot reach a busy follower in
+            // time.
             election_timeout_max: min + min / 2,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
