@@ -40,6 +40,7 @@ pub mod state_tree;
 pub mod telemetry;
 pub mod types;
 pub mod view;
+mod write_behind;
 
 use std::path::Path;
 

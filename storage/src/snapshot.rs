@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::codec::{decode, encode};
 use crate::error::StoreError;
 use crate::types::SnapshotMeta;
+use crate::write_behind::WriteBehind;
 
 const MAGIC: &[u8; 8] = b"CAIRNSN1";
 const END: u32 = u32::MAX;
@@ -57,7 +58,7 @@ impl SnapshotFile {
 
 /// Writes records into a new snapshot file while hashing them.
 pub struct SnapshotWriter {
-    out: BufWriter<File>,
+    out: BufWriter<WriteBehind>,
     hasher: Sha256,
     tmp: PathBuf,
 }
@@ -67,7 +68,7 @@ impl SnapshotWriter {
     pub fn create(dir: &Path, meta: &SnapshotMeta) -> Result<Self, StoreError> {
         let tmp = dir.join(format!("tmp-{}.snap", meta.snapshot_id));
         let mut w = Self {
-            out: BufWriter::new(File::create(&tmp)?),
+            out: BufWriter::new(WriteBehind::new(File::create(&tmp)?)),
             hasher: Sha256::new(),
             tmp,
         };
@@ -97,7 +98,11 @@ impl SnapshotWriter {
         self.write(&END.to_be_bytes())?;
         let digest = self.hasher.finalize_reset();
         self.out.write_all(&digest)?;
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .into_inner();
         file.sync_all()?;
         fs::rename(&self.tmp, dest)?;
         sync_dir(dest)?;
