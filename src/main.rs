@@ -29,9 +29,14 @@ enum Cmd {
     Diagnose(cairn::diagnose::DiagnoseArgs),
 }
 
+/// The log filter without `CAIRN_LOG`: the WAL crates log every flush and
+/// chunk rotation at info (over a hundred lines a second under load), so
+/// they, like openraft, speak only to warn.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,raft_log=warn,chunked_wal=warn";
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
