@@ -671,6 +671,45 @@ mod tests {
         assert_eq!(on_disk, Some(log_id(2, 20)));
     }
 
+    #[tokio::test]
+    async fn purged_chunks_are_deleted_and_the_log_reopens_whole_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let log_dir = dir.path().join(LOG_DIR);
+        let chunk_files = || {
+            std::fs::read_dir(&log_dir)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension() == Some("wal".as_ref()))
+                .count()
+        };
+        // 24 entries of 512 KiB fill several 2 MiB chunks.
+        for i in 0..24 {
+            let record = (Coded(log_id(1, i)), Payload(vec![7u8; 512 * 1024].into()));
+            let (done, synced) = tokio::sync::oneshot::channel();
+            store
+                .write_entries(vec![record], Flushed::Wait(done))
+                .await
+                .unwrap();
+            synced.await.unwrap().unwrap();
+        }
+        assert!(chunk_files() >= 6, "{} chunk files", chunk_files());
+        store.purge(log_id(1, 20)).await.unwrap();
+        // The chunks behind the purge go on a thread of their own, after
+        // the purge is synced: wait for them, bounded.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while chunk_files() > 3 {
+            assert!(Instant::now() < deadline, "{} chunk files", chunk_files());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Closing the log waits for any removal still under way, so the
+        // next open sees every chunk whole or not at all.
+        drop(store);
+        let mut store = open(dir.path());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 20)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 23)));
+    }
+
     #[test]
     fn a_damaged_record_length_is_refused_before_allocating() {
         let mut bytes = u32::MAX.to_be_bytes().to_vec();
