@@ -28,6 +28,10 @@
 //! - Files no state names (a crash between a write and its batch, content
 //!   replaced by a snapshot) are removed when the store opens and after
 //!   every install ([`ContentDir::sweep`]).
+//! - While a snapshot is written from a state taken earlier
+//!   ([`crate::image`]), the files it still has to read are not deleted:
+//!   every deletion waits until the last such snapshot is done
+//!   ([`ContentDir::pin`]).
 //!
 //! Snapshots and digests still carry content as `blob/<id>` records of
 //! [`StoredContent`] in key order ([`crate::state_machine`]), so their format
@@ -37,6 +41,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
 
@@ -91,6 +96,48 @@ impl ContentChanges {
 /// The content folder of one state machine.
 pub(crate) struct ContentDir {
     dir: PathBuf,
+    pins: Arc<Mutex<Pins>>,
+}
+
+/// Deletions held back while snapshots are written from captured states.
+#[derive(Default)]
+struct Pins {
+    /// Snapshots being written that may still read a file.
+    open: usize,
+    /// Files to delete once `open` is back to zero.
+    deferred: Vec<PathBuf>,
+}
+
+/// Keeps every content file in place while it lives (see
+/// [`ContentDir::pin`]); deletions asked for meanwhile happen when the last
+/// pin goes.
+pub(crate) struct ContentPin {
+    pins: Arc<Mutex<Pins>>,
+}
+
+impl Drop for ContentPin {
+    fn drop(&mut self) {
+        let deferred = {
+            let mut pins = lock(&self.pins);
+            pins.open -= 1;
+            if pins.open > 0 {
+                return;
+            }
+            std::mem::take(&mut pins.deferred)
+        };
+        for path in deferred {
+            // A file left behind is unnamed and swept when the store opens.
+            if let Err(e) = remove_if_present(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a content file");
+            }
+        }
+    }
+}
+
+fn lock(pins: &Mutex<Pins>) -> MutexGuard<'_, Pins> {
+    // Every update under the lock is a counter or a push, complete or not
+    // begun when a panic unwinds.
+    pins.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ContentDir {
@@ -99,7 +146,30 @@ impl ContentDir {
         fs::create_dir_all(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            pins: Arc::default(),
         })
+    }
+
+    /// Holds every file in place until the pin is dropped, for a snapshot
+    /// that reads the content of a state taken earlier: a version that
+    /// state names may be dropped by entries applied since.
+    pub(crate) fn pin(&self) -> ContentPin {
+        lock(&self.pins).open += 1;
+        ContentPin {
+            pins: self.pins.clone(),
+        }
+    }
+
+    /// Deletes `path` now, or when the last pin goes.
+    fn delete(&self, path: PathBuf) -> Result<(), StoreError> {
+        {
+            let mut pins = lock(&self.pins);
+            if pins.open > 0 {
+                pins.deferred.push(path);
+                return Ok(());
+            }
+        }
+        remove_if_present(&path)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -134,12 +204,20 @@ impl ContentDir {
     /// reader never sees half a file.
     fn put_file(&self, name: &str, bytes: &[u8], sync: bool) -> Result<(), StoreError> {
         let tmp = self.path(&format!("{TMP_PREFIX}{name}"));
+        let dest = self.path(name);
+        {
+            // A file written again is no longer one to delete later.
+            let mut pins = lock(&self.pins);
+            if !pins.deferred.is_empty() {
+                pins.deferred.retain(|p| *p != tmp && *p != dest);
+            }
+        }
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
         if sync {
             file.sync_data()?;
         }
-        fs::rename(&tmp, self.path(name))?;
+        fs::rename(&tmp, &dest)?;
         Ok(())
     }
 
@@ -164,7 +242,7 @@ impl ContentDir {
     /// Deletes the files of versions an applied batch dropped.
     pub(crate) fn remove(&self, dropped: &[String]) -> Result<(), StoreError> {
         for name in dropped {
-            remove_if_present(&self.path(name))?;
+            self.delete(self.path(name))?;
         }
         Ok(())
     }
@@ -177,7 +255,7 @@ impl ContentDir {
             let entry = entry?;
             let name = entry.file_name();
             if !named.contains(name.to_string_lossy().as_ref()) {
-                remove_if_present(&entry.path())?;
+                self.delete(entry.path())?;
                 removed += 1;
             }
         }

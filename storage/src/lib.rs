@@ -28,6 +28,7 @@ pub mod content;
 pub mod durable;
 pub mod error;
 pub mod event;
+mod image;
 pub mod integrity;
 pub mod keys;
 pub mod log_migration;

@@ -191,20 +191,25 @@ async fn install_at_applied(
 impl StateReader {
     /// Writes this replica's whole state at its current applied index in
     /// the snapshot format (SHA-256 trailer included), for a member that
-    /// re-installs its state from it. Holds the apply gate while writing so
-    /// that the image is the state at exactly one index.
+    /// re-installs its state from it. Holds the apply gate while it copies
+    /// the state ([`crate::image`]), so that the image is the state at
+    /// exactly one index, and writes it after.
     pub async fn export_image(&self) -> Result<ExportedImage, StoreError> {
-        let _gate = self.shared.gate.lock().await;
+        let image = {
+            let _gate = self.shared.gate.lock().await;
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || shared.capture())
+                .await
+                .map_err(blocking_failed)??
+        };
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
+            let index = image.meta().last_log_id.map_or(0, |l| l.index);
             let dest = shared.scratch_path("tmp");
-            let (meta, path) = shared.write_image(|_| dest)?;
-            let file = std::fs::File::open(&path)?;
-            std::fs::remove_file(&path)?;
-            Ok(ExportedImage {
-                index: meta.last_log_id.map_or(0, |l| l.index),
-                file,
-            })
+            image.write(shared.snapshot_dir(), &shared.content, &dest)?;
+            let file = std::fs::File::open(&dest)?;
+            std::fs::remove_file(&dest)?;
+            Ok(ExportedImage { index, file })
         })
         .await
         .map_err(blocking_failed)?

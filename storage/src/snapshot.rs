@@ -87,10 +87,14 @@ impl SnapshotWriter {
 
     /// Appends one key/value record.
     pub fn record(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.write(&(key.len() as u32).to_be_bytes())?;
-        self.write(key)?;
-        self.write(&(value.len() as u32).to_be_bytes())?;
-        self.write(value)
+        let mut bytes = Vec::with_capacity(8 + key.len() + value.len());
+        encode_record(&mut bytes, key, value);
+        self.write(&bytes)
+    }
+
+    /// Appends records already laid out by [`encode_record`].
+    pub fn encoded_records(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write(bytes)
     }
 
     /// Closes the file with its checksum, fsyncs it and renames it to `dest`.
@@ -108,6 +112,16 @@ impl SnapshotWriter {
         sync_dir(dest)?;
         Ok(())
     }
+}
+
+/// Appends one key/value record to `out` as a snapshot file holds it: the
+/// key's length, the key, the value's length, the value (lengths as
+/// big-endian u32).
+pub fn encode_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    out.extend_from_slice(value);
 }
 
 /// fsyncs the directory holding `path`, making a rename durable.

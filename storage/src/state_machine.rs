@@ -28,8 +28,9 @@ use crate::codec::{decode, encode};
 use crate::content::{file_name, ContentDir};
 use crate::error::{raft_io_error, StoreError};
 use crate::event::{Event, HistoryStats};
+use crate::image::Image;
 use crate::records::{InstanceRecord, KvRecord, LockRecord};
-use crate::snapshot::{read_meta, read_snapshot, sync_dir, SnapshotFile, SnapshotWriter};
+use crate::snapshot::{read_meta, read_snapshot, sync_dir, SnapshotFile};
 use crate::state_tree::{Map, Scan, StateTree};
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::view::Overlay;
@@ -68,6 +69,14 @@ pub(crate) struct Shared {
 
 /// Takes one replicated record (key, value) at a time, in key order.
 pub(crate) type RecordSink<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
+/// One item of [`Shared::walk_replicated`].
+pub(crate) enum Replicated<'a> {
+    /// A record of the tree, as it is.
+    Record(&'a [u8], &'a [u8]),
+    /// The `blob/<id>` record of this artifact version: its content.
+    Content(ArtifactMeta),
+}
 
 /// What the state machine tells live subscribers after committing.
 #[derive(Debug, Clone)]
@@ -300,7 +309,7 @@ impl Shared {
         }
         self.state.replace(map);
         self.move_content_out_of_the_tree()?;
-        self.write_snapshot()?;
+        self.write_snapshot(self.capture()?)?;
         db.drop_tree(keys::STATE_TREE)?;
         self.durable.flush()?;
         let named = self.named_content_files()?;
@@ -359,12 +368,26 @@ impl Shared {
         &self,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut contents_done = false;
-        let contents = |f: &mut RecordSink<'_>| {
-            for (_, value) in self.state.scan_prefix(keys::ARTIFACT_PREFIX) {
-                let meta: ArtifactMeta = decode(&value)?;
+        self.walk_replicated(|item| match item {
+            Replicated::Record(key, value) => f(key, value),
+            Replicated::Content(meta) => {
                 let (content, _) = self.content.read(&meta)?;
-                f(&keys::blob(&meta.id), &encode(&content)?)?;
+                f(&keys::blob(&meta.id), &encode(&content)?)
+            }
+        })
+    }
+
+    /// Walks what [`Self::for_each_replicated_record`] hands out, in the
+    /// same order, naming each content record by its version's metadata
+    /// instead of reading it. The caller holds the gate.
+    pub(crate) fn walk_replicated(
+        &self,
+        mut f: impl FnMut(Replicated<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut contents_done = false;
+        let contents = |f: &mut dyn FnMut(Replicated<'_>) -> Result<(), StoreError>| {
+            for (_, value) in self.state.scan_prefix(keys::ARTIFACT_PREFIX) {
+                f(Replicated::Content(decode(&value)?))?;
             }
             Ok::<(), StoreError>(())
         };
@@ -374,7 +397,7 @@ impl Shared {
                 contents_done = true;
             }
             if !k.starts_with(keys::SYS_PREFIX) {
-                f(&k, &v)?;
+                f(Replicated::Record(&k, &v))?;
             }
         }
         if !contents_done {
@@ -446,41 +469,54 @@ impl Shared {
         Ok(responses)
     }
 
-    /// Writes the current state to a new snapshot file, the state's durable
-    /// image from then on. The caller holds the gate.
-    fn write_snapshot(&self) -> Result<(SnapshotMeta, PathBuf), StoreError> {
-        // One sync of the file system first: the content files this state
-        // names (apply does not sync them) and this replica's digests are
-        // durable before the image that relies on them exists.
-        self.durable.flush()?;
-        let (meta, path) = self.write_image(|meta| snapshot_path(&self.snapshot_dir, meta))?;
-        self.set_current(meta.clone(), path.clone())?;
-        let index = meta.last_log_id.map_or(0, |l| l.index);
-        self.durable_applied.fetch_max(index, Ordering::AcqRel);
-        Ok((meta, path))
+    /// Copies the state as it stands, to be written as a snapshot after the
+    /// gate is released ([`Image`]). The caller holds the gate.
+    pub(crate) fn capture(&self) -> Result<Image, StoreError> {
+        Image::capture(self)
     }
 
-    /// Writes the current state in the snapshot format to the file `dest`
-    /// names for its meta, and returns both. The caller holds the gate.
-    pub(crate) fn write_image(
-        &self,
-        dest: impl FnOnce(&SnapshotMeta) -> PathBuf,
-    ) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+    /// The meta of a snapshot of the current state. The caller holds the
+    /// gate.
+    pub(crate) fn snapshot_meta(&self) -> Result<SnapshotMeta, StoreError> {
         let last = self.read_applied()?;
-        let membership = self.read_membership()?;
-        let meta = SnapshotMeta {
+        Ok(SnapshotMeta {
             last_log_id: last,
-            last_membership: membership,
+            last_membership: self.read_membership()?,
             snapshot_id: match last {
                 Some(l) => format!("{}-{}", l.leader_id.term, l.index),
                 None => "empty".into(),
             },
-        };
-        let mut writer = SnapshotWriter::create(&self.snapshot_dir, &meta)?;
-        self.for_each_replicated_record(|k, v| writer.record(k, v))?;
-        let path = dest(&meta);
-        writer.finish(&path)?;
-        Ok((meta, path))
+        })
+    }
+
+    /// Writes `image` to a new snapshot file, the state's durable image from
+    /// then on unless a newer snapshot was installed meanwhile, and returns
+    /// its meta and the file, open. Needs no gate.
+    pub(crate) fn write_snapshot(
+        &self,
+        image: Image,
+    ) -> Result<(SnapshotMeta, SnapshotFile), StoreError> {
+        // One sync of the file system first: the content files the image
+        // names (apply does not sync them) and this replica's digests, all
+        // written before the capture, are durable before the image that
+        // relies on them exists.
+        self.durable.flush()?;
+        let meta = image.meta().clone();
+        let path = snapshot_path(&self.snapshot_dir, &meta);
+        image.write(&self.snapshot_dir, &self.content, &path)?;
+        // Opened before it is recorded: a file that lost to a newer
+        // snapshot is deleted, and stays readable through this handle.
+        let file = SnapshotFile::open(&path)?;
+        if self.set_current(meta.clone(), path)? {
+            let index = meta.last_log_id.map_or(0, |l| l.index);
+            self.durable_applied.fetch_max(index, Ordering::AcqRel);
+        }
+        Ok((meta, file))
+    }
+
+    /// The folder of snapshot files (and of transfers in progress).
+    pub(crate) fn snapshot_dir(&self) -> &Path {
+        &self.snapshot_dir
     }
 
     /// A fresh file name in the snapshot directory for a transfer in
@@ -510,13 +546,21 @@ impl Shared {
         self.applied.store(index, Ordering::Release);
         self.durable_applied.fetch_max(index, Ordering::AcqRel);
         let _ = self.notices.send(Notice::Reset);
-        self.set_current(meta.clone(), dest)
+        self.set_current(meta.clone(), dest)?;
+        Ok(())
     }
 
-    /// Records the newest snapshot and removes the older files.
-    fn set_current(&self, meta: SnapshotMeta, path: PathBuf) -> Result<(), StoreError> {
+    /// Records the snapshot at `path` as the newest and removes the older
+    /// file. A snapshot built from a capture older than one installed while
+    /// it was written is removed instead (returns false).
+    fn set_current(&self, meta: SnapshotMeta, path: PathBuf) -> Result<bool, StoreError> {
+        let index = |m: &SnapshotMeta| m.last_log_id.map_or(0, |l| l.index);
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, old)) = current.as_ref() {
+        if let Some((newest, old)) = current.as_ref() {
+            if index(newest) > index(&meta) {
+                fs::remove_file(&path)?;
+                return Ok(false);
+            }
             if *old != path {
                 // An open SnapshotFile keeps the old bytes readable for a
                 // transfer still in progress.
@@ -524,7 +568,7 @@ impl Shared {
             }
         }
         *current = Some((meta, path));
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -608,21 +652,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let _gate = self.shared.gate.lock().await;
-        let shared = self.shared.clone();
         let started = std::time::Instant::now();
-        let (meta, path) = tokio::task::spawn_blocking(move || shared.write_snapshot())
+        let image = {
+            let _gate = self.shared.gate.lock().await;
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || shared.capture())
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Read, StoreError::Io(e.into())))?
+                .map_err(|e| snap_err(ErrorVerb::Read, e))?
+        };
+        let captured = started.elapsed();
+        let shared = self.shared.clone();
+        let (meta, file) = tokio::task::spawn_blocking(move || shared.write_snapshot(image))
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, StoreError::Io(e.into())))?
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            apply_held_ms = captured.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
         record_snapshot(
             "build",
             started,
-            fs::metadata(&path).map_or(0, |m| m.len()),
+            file.file.metadata().map_or(0, |m| m.len()),
             meta.last_log_id.map_or(0, |l| l.index),
         );
-        let file = SnapshotFile::open(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(file),
