@@ -20,12 +20,13 @@ use crate::codec::encode;
 use crate::content::{ContentDir, ContentPin};
 use crate::error::StoreError;
 use crate::keys;
-use crate::snapshot::{encode_record, SnapshotWriter};
+use crate::snapshot::{encode_record, SnapshotWriter, RECORD_OVERHEAD};
 use crate::state_machine::{Replicated, Shared};
 use crate::types::SnapshotMeta;
 
-/// Records are copied into buffers of about this size, so that no buffer is
-/// copied again as it grows past it and each is freed once written.
+/// Records are copied into buffers of this size, each allocated once at
+/// its full size (a record larger than that gets a buffer of its own size),
+/// so that none is copied as it grows and each is freed once written.
 const PART_BYTES: usize = 1 << 20;
 
 /// The state at one applied index, ready to be written as a snapshot.
@@ -55,10 +56,11 @@ impl Image {
         shared.walk_replicated(|item| {
             match item {
                 Replicated::Record(key, value) => {
-                    let open = matches!(parts.last(),
-                        Some(Part::Records(buffer)) if buffer.len() < PART_BYTES);
-                    if !open {
-                        parts.push(Part::Records(Vec::new()));
+                    let len = RECORD_OVERHEAD + key.len() + value.len();
+                    let fits = matches!(parts.last(),
+                        Some(Part::Records(buffer)) if buffer.capacity() - buffer.len() >= len);
+                    if !fits {
+                        parts.push(Part::Records(Vec::with_capacity(len.max(PART_BYTES))));
                     }
                     if let Some(Part::Records(buffer)) = parts.last_mut() {
                         encode_record(buffer, key, value);

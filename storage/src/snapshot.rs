@@ -87,7 +87,7 @@ impl SnapshotWriter {
 
     /// Appends one key/value record.
     pub fn record(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let mut bytes = Vec::with_capacity(8 + key.len() + value.len());
+        let mut bytes = Vec::with_capacity(RECORD_OVERHEAD + key.len() + value.len());
         encode_record(&mut bytes, key, value);
         self.write(&bytes)
     }
@@ -113,6 +113,10 @@ impl SnapshotWriter {
         Ok(())
     }
 }
+
+/// The bytes [`encode_record`] adds to a record's key and value: their
+/// two lengths.
+pub const RECORD_OVERHEAD: usize = 8;
 
 /// Appends one key/value record to `out` as a snapshot file holds it: the
 /// key's length, the key, the value's length, the value (lengths as
