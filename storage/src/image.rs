@@ -14,6 +14,7 @@
 //! for the length of one write, the records' size again in memory.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::artifact::ArtifactMeta;
 use crate::codec::encode;
@@ -75,6 +76,16 @@ impl Image {
             parts,
             _pin: pin,
         })
+    }
+
+    /// Takes the apply gate and copies the state on a blocking thread, so
+    /// that a large state does not hold a runtime worker.
+    pub(crate) async fn capture_at_gate(shared: &Arc<Shared>) -> Result<Self, StoreError> {
+        let _gate = shared.gate.lock().await;
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || Self::capture(&shared))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
     }
 
     /// The snapshot's meta: the applied log id and membership it holds.

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::StoreError;
+use crate::image::Image;
 use crate::snapshot::{read_meta, SnapshotFile};
 use crate::state_machine::{Shared, StateReader};
 use crate::types::{Entry, SnapshotMeta};
@@ -195,13 +196,7 @@ impl StateReader {
     /// the state ([`crate::image`]), so that the image is the state at
     /// exactly one index, and writes it after.
     pub async fn export_image(&self) -> Result<ExportedImage, StoreError> {
-        let image = {
-            let _gate = self.shared.gate.lock().await;
-            let shared = self.shared.clone();
-            tokio::task::spawn_blocking(move || shared.capture())
-                .await
-                .map_err(blocking_failed)??
-        };
+        let image = Image::capture_at_gate(&self.shared).await?;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             let index = image.meta().last_log_id.map_or(0, |l| l.index);

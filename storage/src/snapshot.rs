@@ -87,9 +87,7 @@ impl SnapshotWriter {
 
     /// Appends one key/value record.
     pub fn record(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let mut bytes = Vec::with_capacity(RECORD_OVERHEAD + key.len() + value.len());
-        encode_record(&mut bytes, key, value);
-        self.write(&bytes)
+        record_pieces(key, value, |piece| self.write(piece))
     }
 
     /// Appends records already laid out by [`encode_record`].
@@ -122,10 +120,24 @@ pub const RECORD_OVERHEAD: usize = 8;
 /// key's length, the key, the value's length, the value (lengths as
 /// big-endian u32).
 pub fn encode_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(&(value.len() as u32).to_be_bytes());
-    out.extend_from_slice(value);
+    let appended: Result<(), std::convert::Infallible> = record_pieces(key, value, |piece| {
+        out.extend_from_slice(piece);
+        Ok(())
+    });
+    let Ok(()) = appended;
+}
+
+/// Hands `f` the pieces of one record in file order: the one place that
+/// knows the layout, so a record is written without being copied first.
+fn record_pieces<E>(
+    key: &[u8],
+    value: &[u8],
+    mut f: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    f(&(key.len() as u32).to_be_bytes())?;
+    f(key)?;
+    f(&(value.len() as u32).to_be_bytes())?;
+    f(value)
 }
 
 /// fsyncs the directory holding `path`, making a rename durable.

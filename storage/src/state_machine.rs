@@ -653,14 +653,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let started = std::time::Instant::now();
-        let image = {
-            let _gate = self.shared.gate.lock().await;
-            let shared = self.shared.clone();
-            tokio::task::spawn_blocking(move || shared.capture())
-                .await
-                .map_err(|e| snap_err(ErrorVerb::Read, StoreError::Io(e.into())))?
-                .map_err(|e| snap_err(ErrorVerb::Read, e))?
-        };
+        let image = Image::capture_at_gate(&self.shared)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
         let captured = started.elapsed();
         let shared = self.shared.clone();
         let (meta, file) = tokio::task::spawn_blocking(move || shared.write_snapshot(image))
