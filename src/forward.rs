@@ -1,7 +1,7 @@
 //! Every node serves every request: writes go to the leader (locally when
-//! this node leads, over gRPC otherwise) and linearizable reads wait for a
-//! read index fixed by the leader. Both retry across leader changes until
-//! the request deadline.
+//! this node leads, otherwise over gRPC in calls shared with the writes
+//! beside it) and linearizable reads wait for a read index fixed by the
+//! leader. Both retry across leader changes until the request deadline.
 
 use std::time::Duration;
 
@@ -192,7 +192,7 @@ impl NodeCore {
                 LeaderAt::Peer(addr) => {
                     metrics::counter!(cairn_storage::telemetry::FORWARDED_REQUESTS, "kind" => "write")
                         .increment(1);
-                    self.peers.forward(&addr, &req, remaining).await
+                    self.forwarder.forward(&addr, req.clone(), remaining).await
                 }
                 LeaderAt::Unknown => Err(PeerCallError::Leader(LeaderError::NotLeader {
                     leader: None,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
+use cairn_raft::forward_batch::ForwardBatcher;
 use cairn_raft::network::PeerNetwork;
 use cairn_raft::pb::NodeInfo;
 use cairn_raft::propose::Proposer;
@@ -62,6 +63,8 @@ pub struct NodeCore {
     pub reads: ReadBatcher,
     /// Shared ReadIndex calls to the leader when this node follows.
     pub remote_reads: ReadBatcher,
+    /// Shared Forward calls to the leader when this node follows.
+    pub forwarder: ForwardBatcher,
     /// The write path while this node leads: admission (a leadership
     /// transfer closes it) and group commit.
     pub writes: Proposer,
@@ -117,6 +120,7 @@ impl Node {
                 config.request_timeout(),
             ),
             writes: Proposer::new(raft.clone()),
+            forwarder: ForwardBatcher::new(peers.clone()),
             ops: crate::admin::Operations::default(),
             session: crate::write_session::WriteSession::new(),
             integrity: crate::integrity::Integrity::default(),

@@ -45,6 +45,7 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             let batch_sizes = [
                 names::RAFT_LOG_APPEND_ENTRIES,
                 names::RAFT_PROPOSAL_BATCH_SIZE,
+                names::FORWARD_BATCH_SIZE,
             ];
             let builder = batch_sizes.into_iter().fold(
                 PrometheusBuilder::new()
@@ -131,6 +132,10 @@ fn describe() {
         "HTTP request latency by matched route, method and status"
     );
     describe_counter!(FORWARDED_REQUESTS, "Requests forwarded to the leader");
+    describe_histogram!(
+        FORWARD_BATCH_SIZE,
+        "Writes a follower forwarded to the leader in one call"
+    );
     describe_gauge!(
         STORAGE_DISK_BYTES,
         Unit::Bytes,

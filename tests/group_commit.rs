@@ -19,8 +19,13 @@ const LOCKS_EACH: u64 = 10;
 
 /// Sum of a histogram's `_count` samples in a Prometheus text page.
 fn histogram_count(page: &str, name: &str) -> f64 {
+    histogram_total(page, name, "count")
+}
+
+/// Sum of a histogram's `_{part}` samples (`count` or `sum`) in a page.
+fn histogram_total(page: &str, name: &str, part: &str) -> f64 {
     page.lines()
-        .filter(|l| l.starts_with(&format!("{name}_count")))
+        .filter(|l| l.starts_with(&format!("{name}_{part}")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -80,18 +85,30 @@ async fn concurrent_writes_share_entries_and_keep_every_promise() {
     }
 
     // The leader proposed some of these writes together.
-    let page = c
-        .http
-        .get(c.node(leader).url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = |id: u64| {
+        let c = c.clone();
+        async move {
+            let r = c.http.get(c.node(id).url("/metrics")).send().await;
+            r.expect("metrics").text().await.expect("a metrics page")
+        }
+    };
+    let page = metrics(leader).await;
     assert!(
         histogram_count(&page, "cairn_raft_proposal_batch_size") > 0.0,
         "no batch was proposed"
+    );
+    // The followers sent their clients' writes to the leader, several to a
+    // call: fewer calls than writes.
+    let (mut calls, mut forwarded) = (0.0, 0.0);
+    for id in (1..=3).filter(|&id| id != leader) {
+        let page = metrics(id).await;
+        calls += histogram_total(&page, "cairn_forward_batch_size", "count");
+        forwarded += histogram_total(&page, "cairn_forward_batch_size", "sum");
+    }
+    assert!(calls > 0.0, "no write was forwarded");
+    assert!(
+        forwarded > calls,
+        "{forwarded} forwarded writes took {calls} calls"
     );
 
     // Tokens are unique across all locks, even when one entry granted several.

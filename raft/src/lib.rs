@@ -25,6 +25,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod config;
+pub mod forward_batch;
 pub mod leader;
 pub mod membership;
 pub mod network;

@@ -61,7 +61,7 @@ pub fn read_chunks<T: Send + 'static>(
 }
 
 /// Why a call to a peer failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PeerCallError {
     /// The peer answered, but as a non-leader or without quorum.
     #[error(transparent)]
@@ -137,21 +137,23 @@ impl PeerNetwork {
         Ok(channel)
     }
 
-    /// Sends a client write to the leader at `addr`.
+    /// Sends client writes to the leader at `addr` in one call; the
+    /// outcomes come back in the order of `requests`. Writes are forwarded
+    /// through [`crate::forward_batch::ForwardBatcher`], which fills the calls.
     pub async fn forward(
         &self,
         addr: &str,
-        req: &Request,
+        requests: &[Request],
         timeout: Duration,
-    ) -> Result<WriteOutcome, PeerCallError> {
-        let payload = Payload { data: encode(req)? };
+    ) -> Result<Vec<Result<WriteOutcome, LeaderError>>, PeerCallError> {
+        let payload = Payload {
+            data: encode(requests)?,
+        };
         let reply = self
             .client(addr)?
             .forward(with_timeout(payload, timeout))
             .await?;
-        Ok(decode::<Result<WriteOutcome, LeaderError>>(
-            &reply.into_inner().data,
-        )??)
+        Ok(decode(&reply.into_inner().data)?)
     }
 
     /// Asks the leader at `addr` for a read index (from its lease if `lease`).

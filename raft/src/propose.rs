@@ -97,7 +97,7 @@ impl Proposer {
                     p.in_flight -= 1;
                     return;
                 }
-                take_batch(&mut p.queue)
+                take_batch(&mut p.queue, payload_len)
             };
             self.propose(batch).await;
         }
@@ -145,12 +145,14 @@ impl Proposer {
     }
 }
 
-/// Takes the oldest queued writes that fit one batch.
-fn take_batch(queue: &mut Vec<(Request, Waiter)>) -> Vec<(Request, Waiter)> {
+/// Takes the oldest queued writes that fit one batch: at most
+/// [`MAX_BATCH_REQUESTS`] of them and [`MAX_BATCH_BYTES`] of payload, but
+/// always at least one. `len` tells an item's payload size.
+pub(crate) fn take_batch<T>(queue: &mut Vec<T>, len: impl Fn(&T) -> usize) -> Vec<T> {
     let mut bytes = 0;
     let mut count = 0;
-    for (req, _) in queue.iter() {
-        let len = req.command.payload_len();
+    for item in queue.iter() {
+        let len = len(item);
         if count == MAX_BATCH_REQUESTS || (count > 0 && bytes + len > MAX_BATCH_BYTES) {
             break;
         }
@@ -159,6 +161,10 @@ fn take_batch(queue: &mut Vec<(Request, Waiter)>) -> Vec<(Request, Waiter)> {
     }
     let rest = queue.split_off(count);
     std::mem::replace(queue, rest)
+}
+
+fn payload_len((req, _): &(Request, Waiter)) -> usize {
+    req.command.payload_len()
 }
 
 #[cfg(test)]
@@ -188,17 +194,23 @@ mod tests {
     fn a_batch_takes_the_oldest_writes_up_to_its_byte_budget() {
         let half = MAX_BATCH_BYTES / 2;
         let mut queue = queued(&[half, half, 1, 2]);
-        assert_eq!(lens(&take_batch(&mut queue)), vec![half, half]);
-        assert_eq!(lens(&take_batch(&mut queue)), vec![1, 2]);
+        assert_eq!(lens(&take_batch(&mut queue, payload_len)), vec![half, half]);
+        assert_eq!(lens(&take_batch(&mut queue, payload_len)), vec![1, 2]);
         assert!(queue.is_empty());
     }
 
     #[test]
     fn a_batch_takes_at_least_one_write_and_at_most_the_request_cap() {
         let mut queue = queued(&[MAX_BATCH_BYTES + 1, 3]);
-        assert_eq!(lens(&take_batch(&mut queue)), vec![MAX_BATCH_BYTES + 1]);
+        assert_eq!(
+            lens(&take_batch(&mut queue, payload_len)),
+            vec![MAX_BATCH_BYTES + 1]
+        );
         let mut queue = queued(&vec![1; MAX_BATCH_REQUESTS + 5]);
-        assert_eq!(take_batch(&mut queue).len(), MAX_BATCH_REQUESTS);
+        assert_eq!(
+            take_batch(&mut queue, payload_len).len(),
+            MAX_BATCH_REQUESTS
+        );
         assert_eq!(queue.len(), 5);
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use cairn_storage::codec::{decode, encode};
 use cairn_storage::types::SnapshotMeta;
 use cairn_storage::{NodeId, Request, TypeConfig};
+use futures::future::join_all;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{Snapshot, Vote};
 use serde::Serialize;
@@ -128,8 +129,10 @@ impl RaftPeer for PeerService {
     }
 
     async fn forward(&self, req: tonic::Request<Payload>) -> Result<Response<Payload>, Status> {
-        let request: Request = decode_arg(&req.into_inner().data)?;
-        reply(&self.writes.write(request).await)
+        let requests: Vec<Request> = decode_arg(&req.into_inner().data)?;
+        // All of them queue at once, so the proposer puts them in one entry.
+        let outcomes = join_all(requests.into_iter().map(|r| self.writes.write(r))).await;
+        reply(&outcomes)
     }
 
     async fn read_index(

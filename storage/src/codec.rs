@@ -13,7 +13,7 @@ use serde::Serialize;
 pub const FORMAT_VERSION: u8 = 1;
 
 /// Why bytes could not be turned into a value (or a value into bytes).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CodecError {
     /// The value could not be serialized.
     #[error("encode: {0}")]

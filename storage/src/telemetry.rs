@@ -42,6 +42,8 @@ pub const HTTP_REQUESTS: &str = "cairn_http_requests_total";
 pub const HTTP_REQUEST_SECONDS: &str = "cairn_http_request_duration_seconds";
 /// API: requests a follower forwarded to the leader, label `kind` (counter).
 pub const FORWARDED_REQUESTS: &str = "cairn_forwarded_requests_total";
+/// API: writes a follower forwarded to the leader in one call (histogram).
+pub const FORWARD_BATCH_SIZE: &str = "cairn_forward_batch_size";
 
 /// Storage: bytes the data directory takes on disk (gauge).
 pub const STORAGE_DISK_BYTES: &str = "cairn_storage_disk_bytes";
