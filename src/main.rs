@@ -46,6 +46,8 @@ fn init_tracing() {
 async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     allocator::spawn_collector().context("starting the memory collector")?;
     let node = Node::start(config).await.context("starting the node")?;
+    // Opening the store read the log on this thread, which now only waits.
+    allocator::collect_this_thread();
     shutdown_signal().await;
     node.shutdown().await.context("shutting down")?;
     Ok(())
@@ -79,8 +81,17 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_keep_alive(allocator::BLOCKING_KEEP_ALIVE)
+        .on_thread_park(allocator::collect_on_park)
+        .build()
+        .context("starting the runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     init_tracing();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or_else(|| {
