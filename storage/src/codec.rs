@@ -34,12 +34,29 @@ fn config() -> bincode::config::Configuration {
 }
 
 /// Encodes `value` with the current format version byte in front.
+///
+/// The value is measured first and then written once into a buffer of
+/// exactly its size: a log entry carrying a batch of writes or an artifact
+/// would otherwise be copied on every doubling of a growing buffer and once
+/// more behind the version byte.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut out = vec![FORMAT_VERSION];
-    let body = bincode::serde::encode_to_vec(value, config())
-        .map_err(|e| CodecError::Encode(e.to_string()))?;
-    out.extend_from_slice(&body);
+    let encode_err = |e: bincode::error::EncodeError| CodecError::Encode(e.to_string());
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config()).map_err(encode_err)?;
+    let mut out = Vec::with_capacity(1 + size.bytes_written);
+    out.push(FORMAT_VERSION);
+    bincode::serde::encode_into_writer(value, AppendTo(&mut out), config()).map_err(encode_err)?;
     Ok(out)
+}
+
+/// A bincode writer that appends to a buffer.
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for AppendTo<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 /// Decodes bytes produced by [`encode`], rejecting unknown versions and
@@ -83,6 +100,14 @@ mod tests {
         };
         let bytes = encode(&v).unwrap();
         assert_eq!(bytes[0], FORMAT_VERSION);
+        // Measured first, so the buffer holds exactly the encoding.
+        assert_eq!(bytes.capacity(), bytes.len());
+        assert_eq!(
+            &bytes[1..],
+            bincode::serde::encode_to_vec(&v, config())
+                .unwrap()
+                .as_slice()
+        );
         assert_eq!(decode::<Sample>(&bytes).unwrap(), v);
     }
 

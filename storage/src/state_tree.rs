@@ -85,10 +85,17 @@ impl StateTree {
 
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.get_with(key, |v| v.map(<[u8]>::to_vec))
+    }
+
+    /// Calls `f` with the value of `key`, read in place under the lock, so
+    /// that a reader that only decodes it copies nothing. `f` must not
+    /// touch the tree.
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         let inner = self.read();
         match history::suffix(key) {
-            Some(s) => inner.history.get(&s).map(<[u8]>::to_vec),
-            None => inner.map.get(key).map(|v| v.to_vec()),
+            Some(s) => f(inner.history.get(&s)),
+            None => f(inner.map.get(key).map(|v| &**v)),
         }
     }
 

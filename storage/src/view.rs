@@ -36,10 +36,16 @@ impl<'a> Overlay<'a> {
 
     /// The value of `key` as apply currently sees it.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(v) = self.pending.get(key) {
-            return Ok(v.clone());
+        Ok(self.get_with(key, |v| v.map(<[u8]>::to_vec)))
+    }
+
+    /// Calls `f` with the value of `key` as apply currently sees it, read in
+    /// place (see [`StateTree::get_with`]).
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        match self.pending.get(key) {
+            Some(v) => f(v.as_deref()),
+            None => self.tree.get_with(key, f),
         }
-        Ok(self.tree.get(key))
     }
 
     /// Sets `key` to `value`.

@@ -53,10 +53,8 @@ pub(crate) struct Ctx<'v, 'a> {
 
 impl Ctx<'_, '_> {
     pub fn load<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        match self.view.get(key)? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
-            None => Ok(None),
-        }
+        // Decoded where it lies: most loads only read a few fields.
+        Ok(self.view.get_with(key, |v| v.map(decode).transpose())?)
     }
 
     pub fn store<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
@@ -66,11 +64,14 @@ impl Ctx<'_, '_> {
 
     /// Records a change event in the history.
     pub fn emit(&mut self, kind: EventKind, key: String, version: u64) -> Result<(), StoreError> {
+        // Events are recorded in log order, so this entry's are the last
+        // ones: counting from the end keeps a batch of many writes linear.
         let seq = self
             .view
             .events
             .iter()
-            .filter(|e| e.revision == self.index)
+            .rev()
+            .take_while(|e| e.revision == self.index)
             .count() as u32;
         let event = Event {
             revision: self.index,

@@ -944,3 +944,34 @@ fn each_version_gets_its_own_file_and_drops_the_one_it_replaces() {
     let (_, written, dropped) = apply_one(&t, 5, batch(5, commands));
     assert!(written.is_empty() && dropped.is_empty());
 }
+
+#[test]
+fn events_of_entries_applied_together_are_numbered_per_entry() {
+    // The state machine applies many entries into one overlay; each entry's
+    // events are numbered from zero, however many came before them.
+    let tree = tree();
+    let mut view = Overlay::new(&tree);
+    let put = |k: &str| Request::new(10, kv_put(k, "v", None, Precondition::None));
+    let batch = Request::new(10, Command::Batch(vec![put("a"), put("b"), put("c")]));
+    apply_request(&mut view, 5, &batch).unwrap();
+    apply_request(&mut view, 6, &put("d")).unwrap();
+    apply_request(&mut view, 7, &batch).unwrap();
+    let numbered: Vec<(u64, String)> = view
+        .events
+        .iter()
+        .map(|e| (e.revision, e.key.clone()))
+        .collect();
+    assert_eq!(numbered.len(), 7);
+    for (revision, seq, key) in [
+        (5, 0, "kv/a"),
+        (5, 2, "kv/c"),
+        (6, 0, "kv/d"),
+        (7, 1, "kv/b"),
+    ] {
+        let stored: Event =
+            crate::codec::decode(&view.get(&keys::event(revision, seq)).unwrap().unwrap()).unwrap();
+        assert_eq!((stored.revision, stored.key.as_str()), (revision, key));
+    }
+    assert!(view.get(&keys::event(6, 1)).unwrap().is_none());
+    assert!(view.get(&keys::event(7, 3)).unwrap().is_none());
+}
