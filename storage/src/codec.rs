@@ -45,18 +45,8 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_into_writer(value, &mut size, config()).map_err(encode_err)?;
     let mut out = Vec::with_capacity(1 + size.bytes_written);
     out.push(FORMAT_VERSION);
-    bincode::serde::encode_into_writer(value, AppendTo(&mut out), config()).map_err(encode_err)?;
+    bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(encode_err)?;
     Ok(out)
-}
-
-/// A bincode writer that appends to a buffer.
-struct AppendTo<'a>(&'a mut Vec<u8>);
-
-impl bincode::enc::write::Writer for AppendTo<'_> {
-    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
-        self.0.extend_from_slice(bytes);
-        Ok(())
-    }
 }
 
 /// Decodes bytes produced by [`encode`], rejecting unknown versions and

@@ -339,8 +339,7 @@ impl Shared {
         let mut batch = Vec::new();
         for (key, value) in self.state.scan_prefix(keys::BLOB_PREFIX) {
             let id = String::from_utf8_lossy(&key[keys::BLOB_PREFIX.len()..]).into_owned();
-            if let Some(meta) = self.state.get(&keys::artifact(&id)) {
-                let meta: ArtifactMeta = decode(&meta)?;
+            if let Some(meta) = self.state.load::<ArtifactMeta>(&keys::artifact(&id))? {
                 let content: StoredContent = decode(&value)?;
                 self.content
                     .write_unsynced(&file_name(&meta), &content.bytes)?;
@@ -407,17 +406,11 @@ impl Shared {
     }
 
     pub(crate) fn read_applied(&self) -> Result<Option<LogId>, StoreError> {
-        match self.state.get(keys::APPLIED) {
-            Some(b) => Ok(decode(&b)?),
-            None => Ok(None),
-        }
+        Ok(self.state.load(keys::APPLIED)?.flatten())
     }
 
     fn read_membership(&self) -> Result<StoredMembership, StoreError> {
-        match self.state.get(keys::MEMBERSHIP) {
-            Some(b) => Ok(decode(&b)?),
-            None => Ok(StoredMembership::default()),
-        }
+        Ok(self.state.load(keys::MEMBERSHIP)?.unwrap_or_default())
     }
 
     pub(crate) fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<Response>, StoreError> {
@@ -722,10 +715,7 @@ impl StateReader {
 
     /// An artifact's metadata.
     pub fn artifact(&self, id: &str) -> Result<Option<ArtifactMeta>, StoreError> {
-        match self.shared.state.get(&keys::artifact(id)) {
-            Some(b) => Ok(Some(decode(&b)?)),
-            None => Ok(None),
-        }
+        self.load(&keys::artifact(id))
     }
 
     /// An artifact's metadata together with its stored content. A version's
@@ -875,10 +865,7 @@ impl StateReader {
     }
 
     fn load<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        match self.shared.state.get(key) {
-            Some(b) => Ok(Some(decode(&b)?)),
-            None => Ok(None),
-        }
+        Ok(self.shared.state.load(key)?)
     }
 
     fn decode_all<T: serde::de::DeserializeOwned>(

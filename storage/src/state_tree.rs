@@ -21,6 +21,9 @@ use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use history::History;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{decode, CodecError};
 
 /// Pairs read under one lock by a scan before it lets writers in again.
 const SCAN_CHUNK: usize = 128;
@@ -88,10 +91,14 @@ impl StateTree {
         self.get_with(key, |v| v.map(<[u8]>::to_vec))
     }
 
-    /// Calls `f` with the value of `key`, read in place under the lock, so
-    /// that a reader that only decodes it copies nothing. `f` must not
-    /// touch the tree.
-    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    /// The value of `key`, decoded where it lies: nothing is copied first.
+    pub fn load<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, CodecError> {
+        self.get_with(key, |v| v.map(decode).transpose())
+    }
+
+    /// Calls `f` with the value of `key`, read in place under the lock. `f`
+    /// must not touch the tree.
+    pub(crate) fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         let inner = self.read();
         match history::suffix(key) {
             Some(s) => f(inner.history.get(&s)),

@@ -5,6 +5,9 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use serde::de::DeserializeOwned;
+
+use crate::codec::decode;
 use crate::content::ContentChanges;
 use crate::error::StoreError;
 use crate::event::Event;
@@ -39,9 +42,13 @@ impl<'a> Overlay<'a> {
         Ok(self.get_with(key, |v| v.map(<[u8]>::to_vec)))
     }
 
-    /// Calls `f` with the value of `key` as apply currently sees it, read in
-    /// place (see [`StateTree::get_with`]).
-    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    /// The value of `key` as apply currently sees it, decoded where it lies
+    /// (see [`StateTree::load`]).
+    pub fn load<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        Ok(self.get_with(key, |v| v.map(decode).transpose())?)
+    }
+
+    fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         match self.pending.get(key) {
             Some(v) => f(v.as_deref()),
             None => self.tree.get_with(key, f),

@@ -53,8 +53,7 @@ pub(crate) struct Ctx<'v, 'a> {
 
 impl Ctx<'_, '_> {
     pub fn load<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        // Decoded where it lies: most loads only read a few fields.
-        Ok(self.view.get_with(key, |v| v.map(decode).transpose())?)
+        self.view.load(key)
     }
 
     pub fn store<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
